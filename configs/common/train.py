@@ -1,0 +1,13 @@
+# Training options shared by every config: detectron2's common/train.py plus the keys that
+# tools/train_net.py adds (seed, global-norm gradient clipping, AMP precision).
+from detectron2.model_zoo import get_config
+
+train = get_config("common/train.py").train
+train.update(
+    output_dir="./output",
+    seed=0,  # per-process seed = seed + rank (detectron2's default_setup); < 0: random
+    clip_grad=0.0,  # max global L2 norm of the gradients; 0 disables (paper's STS rows: 35)
+    cudnn_benchmark=False,
+    eval_period=0,  # 0: evaluate only at the end of training
+)
+train.amp.precision = "float16"  # or "bfloat16"; used when train.amp.enabled

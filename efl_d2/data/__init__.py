@@ -1,0 +1,26 @@
+"""Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders."""
+
+from .build import RobustDatasetMapper, build_rfs_train_loader
+from .datasets import (
+    MINI_LVIS_SPLITS,
+    check_dataset_names,
+    datasets_root,
+    ensure_mini_lvis,
+    get_lvis_dataset_dicts,
+    lvis_json_metadata,
+    register_mini_lvis,
+)
+from .lvis_compat import patch_lvis_for_numpy2
+
+__all__ = [
+    "MINI_LVIS_SPLITS",
+    "RobustDatasetMapper",
+    "build_rfs_train_loader",
+    "check_dataset_names",
+    "datasets_root",
+    "ensure_mini_lvis",
+    "get_lvis_dataset_dicts",
+    "lvis_json_metadata",
+    "patch_lvis_for_numpy2",
+    "register_mini_lvis",
+]

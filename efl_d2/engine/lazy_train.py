@@ -1,0 +1,190 @@
+"""Training and evaluation with LazyConfig files: the logic behind ``tools/train_net.py``.
+
+It follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the paper needs: global-norm
+gradient clipping (``train.clip_grad``), a seed (``train.seed``), CPU fall-back when CUDA is absent,
+AMP precision from the config, strict command-line overrides and an LVIS AP summary.
+"""
+
+import difflib
+import logging
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from omegaconf import OmegaConf
+
+from .hooks import GradientClipHook
+
+__all__ = ["setup", "do_train", "do_test", "main", "apply_overrides_strict", "format_lvis_ap"]
+
+logger = logging.getLogger("efl_d2")
+
+_MISSING = object()
+
+
+def apply_overrides_strict(cfg, overrides: list[str]):
+    """``LazyConfig.apply_overrides`` that refuses keys the config does not have.
+
+    detectron2 silently adds a mistyped key (``train.max_itr=10`` trains for the default length).
+    Here it is an error naming close matches; prefix a key with ``+`` to add a new one on purpose.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group
+        if o.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        keys = list(node.keys()) if OmegaConf.is_dict(node) else []
+        close = difflib.get_close_matches(leaf, keys, n=3)
+        raise KeyError(
+            f"Unknown config key {key!r} in override {o.input_line!r}."
+            + (f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
+               if close else "")
+            + f" Keys under {parent or '<root>'!r}: {sorted(keys)}. Use '+{key}=...' to add a key."
+        )
+    return LazyConfig.apply_overrides(cfg, overrides)
+
+
+def _resolve_device(cfg) -> None:
+    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("CUDA is not available: training and evaluating on CPU.")
+        cfg.train.device = "cpu"
+    if cfg.train.device == "cpu" and cfg.train.amp.enabled:
+        logger.warning("AMP needs CUDA (detectron2's AMPTrainer): disabling AMP on CPU.")
+        cfg.train.amp.enabled = False
+
+
+def setup(args):
+    """Load the config, apply overrides, fall back to CPU if needed, then ``default_setup``."""
+    cfg = LazyConfig.load(args.config_file)
+    cfg = apply_overrides_strict(cfg, args.opts)
+    _resolve_device(cfg)
+    default_setup(cfg, args)
+    return cfg
+
+
+def format_lvis_ap(results: dict) -> str:
+    """One-line-per-task table of AP, AP50, AP75, APr, APc, APf from evaluator results."""
+    cols = ["AP", "AP50", "AP75", "APr", "APc", "APf"]
+    lines = [f"{'task':<6}" + "".join(f"{c:>8}" for c in cols)]
+    for task, metrics in results.items():
+        if isinstance(metrics, dict):
+            lines.append(f"{task:<6}" + "".join(f"{metrics.get(c, float('nan')):>8.2f}" for c in cols))
+    return "\n".join(lines)
+
+
+def do_test(cfg, model):
+    """Run ``cfg.dataloader.test`` through ``cfg.dataloader.evaluator``; None without an evaluator."""
+    if "evaluator" not in cfg.dataloader:
+        return None
+    ret = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process() and ret:
+        print_csv_format(ret)
+        logger.info("LVIS box AP summary:\n" + format_lvis_ap(ret))
+    return ret
+
+
+def _writers(output_dir: str, max_iter: int):
+    writers = [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(output_dir, "metrics.json"))]
+    try:  # TensorBoard is optional for users who `pip install -e .` without the dev extras
+        import tensorboard  # noqa: F401
+        from detectron2.utils.events import TensorboardXWriter
+
+        writers.append(TensorboardXWriter(output_dir))
+    except ImportError:
+        logger.warning("tensorboard is not installed: no TensorBoard event files.")
+    return writers
+
+
+def _create_ddp(model, cfg):
+    ddp_kwargs = dict(cfg.train.ddp)
+    if cfg.train.device == "cpu":
+        ddp_kwargs["device_ids"] = None  # Gloo on CPU: DDP rejects device ids for CPU modules
+    return create_ddp_model(model, **ddp_kwargs)
+
+
+def do_train(args, cfg):
+    """Train ``cfg.model`` as configured. Returns the results of the last evaluation (or None)."""
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = _create_ddp(model, cfg)
+    if cfg.train.amp.enabled:
+        precision = getattr(torch, cfg.train.amp.get("precision", "float16"))
+        trainer = AMPTrainer(model, train_loader, optim, precision=precision)
+    else:
+        trainer = SimpleTrainer(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+
+    last_eval = {}
+
+    def test_and_keep():
+        last_eval["results"] = do_test(cfg, model)
+        return last_eval["results"]
+
+    clip = cfg.train.get("clip_grad", None)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            GradientClipHook(clip) if clip else None,
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, test_and_keep),
+            hooks.PeriodicWriter(
+                _writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return last_eval.get("results")
+
+
+def main(args):
+    """Entry point run in every process by ``detectron2.engine.launch``."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = _create_ddp(model, cfg)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        results = do_test(cfg, model)
+    else:
+        results = do_train(args, cfg)
+    if comm.is_main_process():
+        _print_summary(cfg, results, trained=not args.eval_only)
+    return results
+
+
+def _print_summary(cfg, results, trained: bool) -> None:
+    out = os.path.abspath(cfg.train.output_dir)
+    print("\n==== efl_d2 summary ====")
+    if results:
+        print(format_lvis_ap(results))
+    else:
+        print("(no evaluation results)")
+    if trained:
+        print(f"checkpoint: {os.path.join(out, 'model_final.pth')}")
+        print(f"metrics:    {os.path.join(out, 'metrics.json')} (TensorBoard events in {out})")
+    print(f"config:     {os.path.join(out, 'config.yaml')}")

@@ -1,0 +1,35 @@
+"""Shared fixtures: one small mini-LVIS build per test session, registered under its usual names."""
+
+import os
+
+import pytest
+
+import efl_d2  # noqa: F401  (registers datasets, applies the LVIS numpy-2 shim)
+
+# Small enough to build in seconds, large enough for all three LVIS frequency groups.
+SMALL_MINI_LVIS = dict(
+    seed=0,
+    num_train_images=160,
+    num_val_images=30,
+    num_categories=10,
+    image_size=(96, 128),
+    max_images_per_category=110,
+)
+
+
+@pytest.fixture(scope="session")
+def mini_lvis_root(tmp_path_factory) -> str:
+    """Datasets root holding a small mini-LVIS; ``mini_lvis_v1_{train,val}`` point at it."""
+    from efl_d2.data import ensure_mini_lvis
+
+    root = str(tmp_path_factory.mktemp("datasets"))
+    ensure_mini_lvis(root, **SMALL_MINI_LVIS)
+    return root
+
+
+@pytest.fixture
+def env_with_datasets(mini_lvis_root) -> dict:
+    """Environment for subprocesses: the same datasets root, no GPU, quiet warnings."""
+    env = dict(os.environ)
+    env.update(DETECTRON2_DATASETS=mini_lvis_root, CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
+    return env
