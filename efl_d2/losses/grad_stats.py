@@ -1,0 +1,143 @@
+"""The per-class gradient statistics shared by EFL and "EQLv2 & Focal".
+
+What is accumulated (paper §3.2, official_efl_implementation.md §1.3-1.4): after each training step,
+
+    pos_grad[j] += sum_i |dL/dx_ij| * y_ij        neg_grad[j] += sum_i |dL/dx_ij| * (1 - y_ij)
+
+over non-ignored rows, where L is the value the loss module returned (so the normaliser and the
+loss's own weights are included, an upstream loss weight or GradScaler scale is not), summed over
+all processes. ``pos_neg = clamp(pos_grad / (neg_grad + 1e-10), 0, 1)`` is the g used by the next
+forward. The sums come from the analytic gradient computed by the fused kernel's backward, never
+from module hooks, so they do not depend on hook order, FPN level count or channel layout.
+
+When the sums are committed (this is the part that must not deadlock under DDP):
+
+- Not distributed (no process group, or world size 1): at the end of the loss's backward. No
+  collective is involved, so the buffers are up to date as soon as ``backward()`` returns.
+- Distributed: the backward only adds to a *pending* local sum. Calling a collective from inside
+  the autograd backward would interleave with DDP's asynchronous bucket all-reduces in an order
+  that can differ between ranks (it depends on which buckets are ready when the loss node runs),
+  which can deadlock or pair up the wrong tensors. Instead the pending sums are all-reduced and
+  committed, as one packed tensor, at well-defined points that every rank reaches in the same
+  order: the start of every training-mode, grad-enabled forward of the loss (before g is read), or
+  an explicit :meth:`GradientStatistics.commit_statistics` call (``EFLStatsHook.after_backward``
+  does that, so checkpoints and logs see the last step). The commit is unconditional in
+  distributed mode - it all-reduces even when nothing is pending - so the number of collectives
+  depends only on how often these points are reached, never on local data.
+
+A step is skipped as a whole (on every rank) when any rank saw a non-finite gradient for this loss
+(e.g. an overflowing fp16 step under a GradScaler): the packed tensor carries a "bad step" count.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["GradientStatistics"]
+
+_EPS = 1e-10
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class GradientStatistics(nn.Module):
+    """Base class of every loss that keeps per-class accumulated gradient statistics.
+
+    Buffers (persistent, float32, shape (C,), saved in the model's ``state_dict``):
+        pos_grad: accumulated |dL/dx| over positive elements of each class.
+        neg_grad: accumulated |dL/dx| over negative elements of each class.
+        pos_neg: g = clamp(pos_grad / (neg_grad + 1e-10), 0, 1); starts at 1.
+
+    Subclasses call :meth:`_begin_forward` at the start of ``forward`` and pass ``self`` as the
+    statistics sink of :func:`focal_family_loss` when :meth:`_collects` says so.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes must be a positive int, got {num_classes!r}")
+        num_classes = int(num_classes)
+        if num_classes <= 0:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes}")
+        self.num_classes = num_classes
+        self.register_buffer("pos_grad", torch.zeros(num_classes))
+        self.register_buffer("neg_grad", torch.zeros(num_classes))
+        self.register_buffer("pos_neg", torch.ones(num_classes))
+        # [pos (C), neg (C), #finite contributions, #non-finite contributions]; not a buffer: it is
+        # per-process, uncommitted data and must not be checkpointed or broadcast.
+        self._pending: torch.Tensor | None = None
+
+    def gradient_ratio(self) -> torch.Tensor:
+        """Unclamped pos_grad / (neg_grad + 1e-10), shape (C,)."""
+        return self.pos_grad / (self.neg_grad + _EPS)
+
+    def _collects(self, logits: torch.Tensor) -> bool:
+        # Eval-mode and no_grad forwards leave the statistics untouched.
+        return self.training and torch.is_grad_enabled() and logits.requires_grad
+
+    def _begin_forward(self) -> None:
+        if self.training and torch.is_grad_enabled() and _is_distributed():
+            self.commit_statistics()
+
+    @torch.no_grad()
+    def _accumulate_gradient_statistics(
+        self, pos: torch.Tensor, neg: torch.Tensor, finite: torch.Tensor
+    ) -> None:
+        """Called by the kernel's backward with (C,) sums of |dL/dx| and a 0-dim bool flag."""
+        c = self.num_classes
+        if self._pending is None:
+            self._pending = self.pos_grad.new_zeros(2 * c + 2)
+        pending = self._pending
+        # torch.where, not multiplication: a non-finite sum must not leak NaN into the pending sum.
+        pending[:c] += torch.where(finite, pos.to(pending), 0.0)
+        pending[c : 2 * c] += torch.where(finite, neg.to(pending), 0.0)
+        pending[2 * c] += finite.to(pending)
+        pending[2 * c + 1] += (~finite).to(pending)
+        if not _is_distributed():
+            self.commit_statistics()
+
+    @torch.no_grad()
+    def commit_statistics(self) -> None:
+        """Add the pending sums (all-reduced when distributed) to the buffers and update g.
+
+        Collective when torch.distributed is initialised with more than one process: every rank
+        must call it the same number of times, in the same order relative to other collectives.
+        """
+        c = self.num_classes
+        pending = self._pending
+        self._pending = None
+        distributed = _is_distributed()
+        if pending is None:
+            if not distributed:
+                return
+            pending = self.pos_grad.new_zeros(2 * c + 2)
+        if distributed:
+            dist.all_reduce(pending, op=dist.ReduceOp.SUM)
+        ok = (pending[2 * c] > 0) & (pending[2 * c + 1] == 0)
+        # No host sync: a skipped or empty step leaves every buffer bit-identical.
+        self.pos_grad.copy_(torch.where(ok, self.pos_grad + pending[:c], self.pos_grad))
+        self.neg_grad.copy_(torch.where(ok, self.neg_grad + pending[c : 2 * c], self.neg_grad))
+        ratio = self.gradient_ratio().clamp_(0.0, 1.0)
+        self.pos_neg.copy_(torch.where(ok, ratio, self.pos_neg))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Uncommitted sums belong to the run the buffers are being replaced from.
+        self._pending = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def has_pending_statistics(self) -> bool:
+        """Whether a backward has added sums that are not committed yet (distributed mode)."""
+        return self._pending is not None
+
+    def category_statistics(self) -> dict[str, torch.Tensor]:
+        """Per-class (C,) tensors worth logging, keyed by a short name. Subclasses extend it."""
+        return {"g": self.pos_neg.detach().clone()}
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}"

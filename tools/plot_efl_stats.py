@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Plot the per-category EFL statistics g_j and gamma_j of a checkpoint, sorted by frequency.
+
+Reads a detectron2 checkpoint (a ``.pth`` with a ``"model"`` state dict; a bare state dict works
+too), finds every loss with gradient statistics (state-dict keys ending in ``pos_neg``) and draws,
+per loss, g_j = pos_neg and gamma_j = gamma_b + scale * (1 - g_j) for every category, ordered from
+the most to the least frequent training category. Frequencies come from a LVIS-format training
+json (``--json``: annotations counted per category; the LVIS r/c/f letters colour the points);
+without it categories are ordered by their accumulated positive gradient ``pos_grad``, which is
+what the checkpoint itself knows about how often each category was seen.
+
+    python tools/plot_efl_stats.py output/model_final.pth --json datasets/lvis/lvis_v1_train.json \
+        --output efl_stats.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+import numpy as np
+import torch
+
+_COLORS = {"f": "tab:blue", "c": "tab:orange", "r": "tab:red", "?": "tab:gray"}
+
+
+def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
+    """``{loss prefix: {"pos_grad", "neg_grad", "pos_neg"}}`` (float64 arrays) of a checkpoint."""
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SystemExit(
+            f"cannot read {checkpoint} as a torch checkpoint of tensors ({e}); "
+            "expected a detectron2 .pth with a 'model' state dict"
+        ) from e
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise SystemExit(f"{checkpoint} holds no state dict (found {type(data).__name__})")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key in state:
+        if not key.endswith("pos_neg"):
+            continue
+        prefix = key[: -len("pos_neg")]
+        entry = {}
+        for name in ("pos_grad", "neg_grad", "pos_neg"):
+            value = state.get(prefix + name)
+            if value is not None:
+                entry[name] = value.detach().double().cpu().numpy()
+        out[prefix.rstrip(".") or "loss"] = entry
+    if not out:
+        raise SystemExit(
+            f"{checkpoint} has no EFL statistics (no state-dict key ends in 'pos_neg'); "
+            "was it trained with EqualizedFocalLoss / EQLv2FocalLoss?"
+        )
+    return out
+
+
+def category_frequencies(lvis_json: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """(annotation count, LVIS frequency letter, name) per category, in sorted-id order (the
+    contiguous class index detectron2 uses)."""
+    with open(lvis_json) as f:
+        data = json.load(f)
+    cats = sorted(data["categories"], key=lambda c: c["id"])
+    counts = Counter(a["category_id"] for a in data.get("annotations", []))
+    n = np.array([counts.get(c["id"], 0) for c in cats], dtype=np.int64)
+    return n, [c.get("frequency", "?") for c in cats], [c.get("name", str(c["id"])) for c in cats]
+
+
+def compute_plot_data(
+    stats: dict[str, np.ndarray],
+    counts: np.ndarray | None = None,
+    *,
+    gamma_b: float = 2.0,
+    scale: float = 8.0,
+) -> dict[str, np.ndarray]:
+    """Arrays to plot for one loss.
+
+    Args:
+        stats: ``{"pos_neg": (C,), "pos_grad": (C,) optional}`` of one loss.
+        counts: (C,) training frequency of each category, or None to use ``pos_grad``.
+
+    Returns:
+        ``order`` (C,) class indices from most to least frequent, and ``g``, ``gamma``, ``key``
+        (the sort key) in that order.
+    """
+    g = np.asarray(stats["pos_neg"], dtype=np.float64)
+    key = counts if counts is not None else stats.get("pos_grad", np.zeros_like(g))
+    key = np.asarray(key, dtype=np.float64)
+    if key.shape != g.shape:
+        raise SystemExit(
+            f"the json has {key.shape[0]} categories but the checkpoint's loss has {g.shape[0]}"
+        )
+    order = np.argsort(-key, kind="stable")
+    gamma = gamma_b + scale * (1.0 - g)
+    return {"order": order, "g": g[order], "gamma": gamma[order], "key": key[order]}
+
+
+def plot(
+    panels: dict[str, dict[str, np.ndarray]],
+    output: str,
+    *,
+    freq_letters: list[str] | None = None,
+    key_label: str = "",
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
+    for col, (name, data) in enumerate(panels.items()):
+        letters = (
+            [freq_letters[i] for i in data["order"]] if freq_letters else ["?"] * len(data["g"])
+        )
+        colors = [_COLORS.get(x, "tab:gray") for x in letters]
+        x = np.arange(len(data["g"]))
+        for row, (field, label) in enumerate((("g", "g_j"), ("gamma", "gamma_j"))):
+            ax = axes[row][col]
+            ax.scatter(x, data[field], s=4, c=colors)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0][col].set_title(name)
+        axes[1][col].set_xlabel(f"category rank ({key_label})")
+    if freq_letters:
+        for letter, label in (("f", "frequent"), ("c", "common"), ("r", "rare")):
+            axes[0][0].scatter([], [], s=10, c=_COLORS[letter], label=label)
+        axes[0][0].legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    parser = argparse.ArgumentParser(description="Plot EFL per-category g_j and gamma_j.")
+    parser.add_argument("checkpoint", help="detectron2 checkpoint (.pth)")
+    parser.add_argument("--json", help="LVIS-format training json (category frequencies)")
+    parser.add_argument("--output", default="efl_stats.png", help="PNG to write")
+    parser.add_argument("--gamma-b", type=float, default=2.0, help="EFL gamma_b")
+    parser.add_argument("--scale", type=float, default=8.0, help="EFL scale factor s")
+    args = parser.parse_args(argv)
+
+    stats = load_statistics(args.checkpoint)
+    counts = letters = None
+    key_label = "by accumulated positive gradient"
+    if args.json:
+        counts, letters, _ = category_frequencies(args.json)
+        key_label = "by training annotations"
+    panels = {
+        name: compute_plot_data(s, counts, gamma_b=args.gamma_b, scale=args.scale)
+        for name, s in stats.items()
+    }
+    plot(panels, args.output, freq_letters=letters, key_label=key_label)
+    print(f"wrote {args.output} ({', '.join(panels)})")
+    return panels
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
