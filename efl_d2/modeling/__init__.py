@@ -1,0 +1,22 @@
+"""Detectors of efl_d2: the ATSS meta-architecture (improved-baseline options of the EFL paper),
+its head and assigner, and detectron2's RetinaNet/FCOS with a pluggable classification loss.
+
+Importing this package registers ``ATSS`` and ``PluggableRetinaNet`` in detectron2's
+``META_ARCH_REGISTRY`` (yacs: call :func:`add_atss_config` on the config first).
+Deliberate differences from the official EFL code: ``efl_d2/modeling/README.md``.
+"""
+
+from .atss import ATSS, ATSSHead
+from .atss_matcher import ATSSMatcher
+from .config import add_atss_config, build_cls_loss
+from .pluggable import PluggableFCOS, PluggableRetinaNet
+
+__all__ = [
+    "ATSS",
+    "ATSSHead",
+    "ATSSMatcher",
+    "PluggableFCOS",
+    "PluggableRetinaNet",
+    "add_atss_config",
+    "build_cls_loss",
+]
