@@ -12,7 +12,7 @@ from detectron2.config import LazyConfig
 from efl_d2.engine import GradientClipHook, apply_overrides_strict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs/mini_lvis/fcos_R18.py")
+CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
 def _run(args, env, timeout=600):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools/train_net.py"), *args],
@@ -43,6 +43,7 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     assert (out / "model_final.pth").is_file() and (out / "model_0000001.pth").is_file()
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert any("grad_norm" in m for m in metrics)  # the clipping hook ran
+    assert any("efl/gamma_r" in m and "efl/g_f" in m for m in metrics)  # EFL statistics logged
     assert any("bbox/APr" in m for m in metrics)  # final evaluation through LVISEvaluator
     assert "efl_d2 summary" in log and "APr" in log and "model_final.pth" in log
 
@@ -52,6 +53,13 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
         env_with_datasets,
     )
     assert "APc" in log and "CUDA is not available" in log
+
+    # --resume continues from the last checkpoint (iteration 3) instead of starting over
+    log = _run(
+        ["--config-file", CONFIG, "--resume", *common, "train.max_iter=4", f"train.output_dir={out}"],
+        env_with_datasets,
+    )
+    assert "Starting training from iteration 3" in log
 
 
 def test_unknown_override_key_is_an_error_with_a_suggestion():

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 bash tools/setup_env.sh
 export DETECTRON2_DATASETS=${DETECTRON2_DATASETS:-datasets}
 .venv/bin/python -c "import sys; from efl_d2.data import ensure_mini_lvis; ensure_mini_lvis(sys.argv[1])" "$DETECTRON2_DATASETS"
-exec .venv/bin/python tools/train_net.py --config-file configs/mini_lvis/demo.py \
+exec .venv/bin/python tools/train_net.py --config-file configs/mini_lvis/atss_efl_R18.py \
   train.output_dir=output/mini_lvis_demo "$@"

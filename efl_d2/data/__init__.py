@@ -4,6 +4,7 @@ from .build import RobustDatasetMapper, build_rfs_train_loader
 from .datasets import (
     MINI_LVIS_SPLITS,
     check_dataset_names,
+    class_frequencies,
     datasets_root,
     ensure_mini_lvis,
     get_lvis_dataset_dicts,
@@ -17,6 +18,7 @@ __all__ = [
     "RobustDatasetMapper",
     "build_rfs_train_loader",
     "check_dataset_names",
+    "class_frequencies",
     "datasets_root",
     "ensure_mini_lvis",
     "get_lvis_dataset_dicts",

@@ -23,6 +23,7 @@ __all__ = [
     "check_dataset_names",
     "get_lvis_dataset_dicts",
     "lvis_json_metadata",
+    "class_frequencies",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,3 +169,20 @@ def get_lvis_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True
         if getattr(meta, "evaluator_type", None) == "lvis" and hasattr(meta, "json_file"):
             _check_files(n, meta.json_file, getattr(meta, "image_root", ""))
     return get_detection_dataset_dicts(names, filter_empty=filter_empty)
+
+
+def class_frequencies(names: str | Sequence[str]) -> list[str] | None:
+    """LVIS frequency group ("r"/"c"/"f") of every class of the (first) dataset, if known.
+
+    mini-LVIS carries it in its metadata (from its json); for detectron2's builtin LVIS v1 names it
+    comes from detectron2's LVIS v1 category table. None for other datasets.
+    """
+    name = [names] if isinstance(names, str) else list(names)
+    meta = MetadataCatalog.get(name[0])
+    if hasattr(meta, "class_frequency"):
+        return list(meta.class_frequency)
+    if name[0].startswith("lvis_v1"):
+        from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+
+        return [c["frequency"] for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+    return None

@@ -19,6 +19,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from omegaconf import OmegaConf
 
+from ..data import class_frequencies
+from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 
 __all__ = ["setup", "do_train", "do_test", "main", "apply_overrides_strict", "format_lvis_ap"]
@@ -146,6 +148,11 @@ def do_train(args, cfg):
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
+            EFLStatsHook(
+                model,
+                class_frequencies=class_frequencies(cfg.dataloader.train.dataset.names),
+                period=cfg.train.log_period,
+            ),
             hooks.EvalHook(cfg.train.eval_period, test_and_keep),
             hooks.PeriodicWriter(
                 _writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
