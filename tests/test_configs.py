@@ -1,0 +1,174 @@
+"""Every config loads, builds and trains one step; every paper row's config has the row's knobs."""
+
+import glob
+import math
+import os
+import re
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.events import EventStorage
+
+from efl_d2.engine import apply_overrides_strict
+from efl_d2.model_zoo.paper_rows import PAPER_ROWS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "configs")
+ALL_CONFIGS = sorted(
+    os.path.relpath(p, CONFIGS)
+    for d in ("LVIS", "mini_lvis")
+    for p in glob.glob(os.path.join(CONFIGS, d, "*.py"))
+)
+STRIDES = (8, 16, 32, 64, 128)
+
+
+def load(rel_path):
+    return LazyConfig.load(os.path.join(CONFIGS, rel_path))
+
+
+@pytest.mark.parametrize("rel_path", ALL_CONFIGS)
+def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
+    cfg = load(rel_path)
+    apply_overrides_strict(
+        cfg,
+        [
+            "dataloader.train.dataset.names=mini_lvis_v1_train",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            "dataloader.train.mapper.augmentations.0.short_edge_length=[64]",
+            "dataloader.train.mapper.augmentations.0.max_size=96",
+            "train.init_checkpoint=''",
+            "train.device=cpu",
+        ],
+    )
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    instantiate(cfg.lr_multiplier)
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    with EventStorage():
+        losses = model(batch)
+    total = sum(losses.values())
+    assert torch.isfinite(total) and total > 0, losses
+    total.backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_every_lvis_config_has_the_papers_common_settings():
+    lvis = [p for p in ALL_CONFIGS if p.startswith("LVIS/")]
+    assert {r.config for r in PAPER_ROWS} == set(lvis)  # no config without a row, and vice versa
+    for p in lvis:
+        cfg = load(p)
+        m = cfg.model
+        num_classes = m.roi_heads.num_classes if "roi_heads" in m else m.num_classes
+        assert num_classes == 1203, p
+        dets = (
+            m.roi_heads.box_predictor.test_topk_per_image
+            if "roi_heads" in m
+            else m.max_detections_per_image
+        )
+        assert dets == 300, p
+        assert cfg.dataloader.evaluator.max_dets_per_image == 300, p
+        assert cfg.dataloader.train.repeat_thresh == 0.001, p
+        assert cfg.dataloader.train.dataset.names == "lvis_v1_train", p
+        assert cfg.dataloader.test.dataset.names == "lvis_v1_val", p
+        assert cfg.dataloader.train.total_batch_size == 16 and cfg.optimizer.lr == 0.02, p
+        assert cfg.train.max_iter == 180000, p
+        assert cfg.lr_multiplier.scheduler.milestones == [120000, 160000, 180000], p
+        assert cfg.train.init_checkpoint.startswith("detectron2://ImageNetPretrained/"), p
+        if "roi_heads" not in m:
+            assert m.test_score_thresh == 0.0 and m.head.prior_prob == 0.001, p
+
+
+def _loss_kind(cls_loss):
+    name = cls_loss._target_.__name__
+    if name == "SigmoidFocalLoss":
+        return "focal", 0.0
+    if name == "EqualizedFocalLoss":
+        return "efl", cls_loss.scale
+    assert name == "EQLv2FocalLoss", name
+    return "eqlv2", None
+
+
+@pytest.mark.parametrize("row", PAPER_ROWS, ids=lambda r: f"T{r.table}-{r.row}")
+def test_row_config_matches_the_rows_meaning(row):
+    cfg = load(row.config)
+    m, label = cfg.model, row.row
+    warmup_iters = round(cfg.lr_multiplier.warmup_length * cfg.train.max_iter)
+    depth = m.backbone.bottom_up.stages.depth
+    assert depth == (101 if "R-101" in label else 50)
+    assert cfg.train.init_checkpoint.endswith(f"R-{depth}.pkl")
+    if "Faster R-CNN" in label:
+        assert m._target_.__name__ == "GeneralizedRCNN" and m.roi_heads.mask_head is None
+        return
+    kind, scale = _loss_kind(m.cls_loss)
+    detector = m._target_.__name__
+
+    if (
+        row.table == 1
+        or (row.table == 6 and "Baseline" not in label)
+        or label.endswith("RetinaNet")
+    ):
+        expected = {"RetinaNet": "PluggableRetinaNet", "FCOS*": "PluggableFCOS", "ATSS": "ATSS"}
+        assert (
+            detector
+            == expected[label.split()[-1] if label.endswith("RetinaNet") else label.split()[0]]
+        )
+        assert kind == ("eqlv2" if "EQLv2" in label else "efl" if "EFL" in label else "focal")
+        if detector != "ATSS":  # the paper trains RetinaNet and FCOS* with the stabilized settings
+            assert cfg.train.clip_grad == 35.0 and warmup_iters == 6000
+        else:  # Table 1 ATSS is the original one
+            assert m.quality == "centerness" and m.anchor_matcher.topk == 9
+            assert (
+                m.anchor_generator.sizes == [[8 * s] for s in STRIDES] and m.head.num_anchors == 1
+            )
+            assert cfg.train.clip_grad == 0 and warmup_iters == 1000
+        return
+
+    # ATSS rows of Tables 2-6: the improved baseline (+ EFL), or its Table 5 ablations.
+    assert detector == "ATSS"
+    components = set(re.findall(r"STS|IB|IA", label)) if row.table == 5 else {"STS", "IB", "IA"}
+    assert (cfg.train.clip_grad, warmup_iters) == (
+        (35.0, 6000) if "STS" in components else (0.0, 1000)
+    )
+    assert m.quality == ("iou" if "IB" in components else "centerness")
+    if "IA" in components:
+        assert m.anchor_generator.sizes == [[6 * s, 8 * s] for s in STRIDES]
+        assert (m.head.num_anchors, m.anchor_matcher.topk) == (2, 18)
+    else:
+        assert m.anchor_generator.sizes == [[8 * s] for s in STRIDES]
+        assert (m.head.num_anchors, m.anchor_matcher.topk) == (1, 9)
+
+    if row.table == 4:
+        assert scale == float(label.removeprefix("s="))
+    if row.table == 3:
+        wf, ff = "WF" in label, "FF" in label
+        if not (wf or ff):
+            assert kind == "focal"
+        else:
+            assert kind == "efl" and scale == 8.0
+            assert (
+                m.cls_loss.get("weighting_factor", True),
+                m.cls_loss.get("focusing_factor", True),
+            ) == (wf, ff)
+    if row.table in (2, 6):
+        assert kind == ("focal" if "Baseline" in label and "EFL" not in label else "efl")
+    if kind == "efl" and row.table != 4:
+        assert scale == 8.0
+
+
+def test_configs_readme_table_is_the_catalog():
+    text = open(os.path.join(CONFIGS, "README.md")).read()
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].isdigit():
+            config = re.search(r"`([^`]+)`", cells[2]).group(1)
+            rows.append((int(cells[0]), cells[1], config, *map(float, cells[3:])))
+    assert rows == [tuple(r) for r in PAPER_ROWS]
+    for r in PAPER_ROWS:
+        assert os.path.isfile(os.path.join(CONFIGS, r.config)), r.config
+        assert not math.isnan(r.AP)
