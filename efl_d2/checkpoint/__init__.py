@@ -1,0 +1,52 @@
+"""Checkpoint loading beyond detectron2's formats: torchvision ResNet ImageNet weights and the
+official EFL release, through one ``DetectionCheckpointer`` subclass.
+
+- :class:`EFLCheckpointer`: use it wherever ``DetectionCheckpointer`` is used; it recognises the
+  file's format by content, so ``train.init_checkpoint=`` may point at any supported file.
+- :func:`convert_torchvision_to_d2` (``tools/convert_torchvision_to_d2.py``) and
+  :func:`convert_official_to_d2` (``tools/convert_official_to_d2.py``) convert files once.
+- :func:`use_official_architecture` edits a LazyConfig so the model computes what the official
+  detector computes with the same weights; :func:`check_official_architecture` lists differences.
+"""
+
+from .checkpointer import CheckpointMismatchError, EFLCheckpointer, compare_state_dicts
+from .official import (
+    OFFICIAL_EFL_R50_URL,
+    OfficialLastLevelP6P7,
+    adapt_to_model,
+    build_fpn_with_official_top_block,
+    check_official_architecture,
+    convert_official_to_d2,
+    is_official_state_dict,
+    official_key_to_d2,
+    unwrap_official_checkpoint,
+    use_official_architecture,
+)
+from .torchvision import (
+    TORCHVISION_PIXEL_MEAN,
+    TORCHVISION_PIXEL_STD,
+    convert_torchvision_to_d2,
+    is_torchvision_resnet_state_dict,
+    torchvision_key_to_d2,
+)
+
+__all__ = [
+    "OFFICIAL_EFL_R50_URL",
+    "TORCHVISION_PIXEL_MEAN",
+    "TORCHVISION_PIXEL_STD",
+    "CheckpointMismatchError",
+    "EFLCheckpointer",
+    "OfficialLastLevelP6P7",
+    "adapt_to_model",
+    "build_fpn_with_official_top_block",
+    "check_official_architecture",
+    "compare_state_dicts",
+    "convert_official_to_d2",
+    "convert_torchvision_to_d2",
+    "is_official_state_dict",
+    "is_torchvision_resnet_state_dict",
+    "official_key_to_d2",
+    "torchvision_key_to_d2",
+    "unwrap_official_checkpoint",
+    "use_official_architecture",
+]

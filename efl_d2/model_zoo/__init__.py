@@ -1,0 +1,43 @@
+"""efl_d2's model zoo, in the style of ``detectron2.model_zoo``.
+
+- :func:`get_config_file`, :func:`get_config`, :func:`get`, :func:`get_checkpoint_url`: configs of
+  the repository's ``configs/`` tree by relative path, and the catalog of released weights.
+- :class:`LazyPredictor`: run a LazyConfig model on single images (test-time resize and channel
+  order from the config).
+
+- :data:`PAPER_ROWS`: every (table, row) of the paper's one-stage experiments with its config and
+  the paper's AP, AP_r, AP_c, AP_f (``configs/README.md`` shows the same table).
+"""
+
+from .model_zoo import (
+    OFFICIAL_EFL_R50_CONFIG,
+    CheckpointEntry,
+    build_model,
+    configs_root,
+    get,
+    get_checkpoint_entry,
+    get_checkpoint_url,
+    get_config,
+    get_config_file,
+    list_configs,
+)
+from .paper_rows import PAPER_ROWS, PaperRow
+from .predictor import LazyPredictor, instances_to_records, metadata_from_config
+
+__all__ = [
+    "OFFICIAL_EFL_R50_CONFIG",
+    "PAPER_ROWS",
+    "CheckpointEntry",
+    "LazyPredictor",
+    "PaperRow",
+    "build_model",
+    "configs_root",
+    "get",
+    "get_checkpoint_entry",
+    "get_checkpoint_url",
+    "get_config",
+    "get_config_file",
+    "instances_to_records",
+    "list_configs",
+    "metadata_from_config",
+]

@@ -1,0 +1,123 @@
+"""Helpers shared by the model-zoo / checkpoint / notebook / figure / predict tests.
+
+A tiny ATSS + EFL (ResNet-18, 64-channel FPN and 2-conv towers, mini-LVIS's 10 classes, 96x128
+test images) written as a LazyConfig file, so tools and the notebook can load it by path like any
+config of the model zoo.
+"""
+
+import contextlib
+import os
+
+import torch
+
+TINY_ATSS_CONFIG = """\
+# Tiny ATSS + EFL on mini-LVIS (tests only).
+from detectron2.layers import ShapeSpec
+from efl_d2.model_zoo import get_config
+
+model = get_config("common/models/atss.py").model
+model.num_classes = {num_classes}
+model.backbone.bottom_up.stages.depth = 18
+del model.backbone.bottom_up.stages.stride_in_1x1  # BasicBlock
+model.backbone.out_channels = 64  # GroupNorm(32) needs >= 2 channels per group
+model.backbone.top_block.in_channels = 64
+model.head.input_shape = [ShapeSpec(channels=64)] * 5
+model.head.conv_dims = [64, 64]
+model.anchor_generator.sizes = {anchor_sizes}
+model.test_topk_candidates = 100
+model.max_detections_per_image = 50
+
+dataloader = get_config("common/data/mini_lvis.py").dataloader
+dataloader.test.mapper.augmentations[0].short_edge_length = 96
+dataloader.test.mapper.augmentations[0].max_size = 128
+
+train = get_config("common/train.py").train
+train.device = "cpu"
+"""
+
+STRIDES = (8, 16, 32, 64, 128)
+
+
+def write_tiny_config(directory, name="tiny_atss.py", num_classes=10, anchor_scales=(6, 8)) -> str:
+    """Write the tiny config into ``directory``; returns its path."""
+    sizes = [[k * s for k in anchor_scales] for s in STRIDES]
+    path = os.path.join(str(directory), name)
+    with open(path, "w") as f:
+        f.write(TINY_ATSS_CONFIG.format(num_classes=num_classes, anchor_sizes=sizes))
+    return path
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every parameter and floating buffer non-trivial values (norm stats included), so a
+    wrong mapping of any tensor changes the outputs. Biases of the class logits stay strongly
+    negative (detections remain a sparse, score-sorted set) and running variances positive."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            if not t.is_floating_point() or name in ("pixel_mean", "pixel_std"):
+                continue
+            if "cell_anchors" in name:
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.startswith("cls_loss."):
+                t.copy_(torch.rand(t.shape, generator=gen))
+            elif name.endswith(("norm.weight", "running_mean")) or ".norm." in name:
+                t.copy_(
+                    torch.randn(t.shape, generator=gen) * 0.2
+                    + (1.0 if name.endswith("weight") else 0.0)
+                )
+            elif name == "head.cls_score.bias":
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5 - 4.0)
+            elif t.dim() > 1:
+                fan_in = t[0].numel()
+                t.copy_(torch.randn(t.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+    return model
+
+
+def image_batch(seed: int = 0, height: int = 160, width: int = 224):
+    """Inputs for one random image (pixel values 0..255), model-ready."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, height, width, generator=gen) * 255
+    return [{"image": image, "height": height, "width": width}]
+
+
+def assert_same_detections(a, b, atol=1e-5):
+    """Two Instances are the same detections (same order, boxes, scores, classes)."""
+    assert len(a) == len(b) and len(a) > 0
+    assert torch.equal(a.pred_classes, b.pred_classes)
+    torch.testing.assert_close(a.scores, b.scores, atol=atol, rtol=1e-5)
+    torch.testing.assert_close(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=atol * 100, rtol=1e-5)
+
+
+def run_tool(name: str):
+    """Import ``tools/<name>.py`` by path (site-packages has a stray ``tools`` package)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run torch single-threaded (restored afterwards). The tiny models gain nothing from a
+    second thread, and on a shared 2-core machine an OpenMP thread waiting for a busy core makes
+    every op orders of magnitude slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def single_thread_env(env=None) -> dict:
+    """Environment for subprocesses / notebook kernels with single-threaded torch."""
+    env = dict(os.environ if env is None else env)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env

@@ -1,0 +1,124 @@
+"""tools/predict.py: images or a folder in, visualisations and a JSON of detections out."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from _tiny_zoo import one_torch_thread, randomize_, run_tool, single_thread_env, write_tiny_config
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.data import transforms as T
+from PIL import Image
+
+from efl_d2 import model_zoo
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture
+def setup(tmp_path, mini_lvis_root):
+    config = write_tiny_config(tmp_path)
+    model = randomize_(model_zoo.get(config, device="cpu"), seed=21).eval()
+    with torch.no_grad():  # a few confident boxes, so something is drawn
+        model.head.cls_score.bias[3::10] = 2.0
+    DetectionCheckpointer(model, str(tmp_path)).save("model_final")
+    images = tmp_path / "images"
+    images.mkdir()
+    files = [d["file_name"] for d in DatasetCatalog.get("mini_lvis_v1_val")[:3]]
+    for f in files[:2]:
+        shutil.copy(f, images)
+    return config, model, str(tmp_path / "model_final.pth"), str(images), files
+
+
+def expected_detections(model, path):
+    """Independent pre-processing: PIL -> BGR -> ResizeShortestEdge(96, max 128) -> model."""
+    bgr = np.asarray(Image.open(path).convert("RGB"))[:, :, ::-1]
+    h, w = bgr.shape[:2]
+    resized = T.ResizeShortestEdge(96, 128).get_transform(bgr).apply_image(bgr)
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)).astype("float32"))
+    with torch.no_grad():
+        return model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
+
+
+def test_predict_cli_folder_and_file(setup, tmp_path, env_with_datasets):
+    config, model, checkpoint, folder, files = setup
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "predict.py"),
+        "--config-file",
+        config,
+        "--checkpoint",
+        checkpoint,
+        "--input",
+        folder,
+        files[2],
+        "--output",
+        str(out),
+        "--vis-thresh",
+        "0.3",
+    ]
+    proc = subprocess.run(
+        cmd,
+        env=single_thread_env(env_with_datasets),
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "predictions.json") as f:
+        result = json.load(f)
+    names = [c.lower() for c in result["class_names"]]
+    assert result["dataset"] == "mini_lvis_v1_val" and len(names) == 10
+    assert [os.path.basename(r["file_name"]) for r in result["images"]] == [
+        os.path.basename(f) for f in sorted(files[:2])
+    ] + [os.path.basename(files[2])]
+    for record in result["images"]:
+        expected = expected_detections(model, record["file_name"])
+        got = record["instances"]
+        assert len(got) == len(expected) > 0
+        boxes = expected.pred_boxes.tensor.numpy()
+        np.testing.assert_allclose(
+            [g["bbox"] for g in got], np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], atol=1e-3
+        )
+        np.testing.assert_allclose([g["score"] for g in got], expected.scores.numpy(), atol=1e-5)
+        assert [g["category_id"] for g in got] == expected.pred_classes.tolist()
+        assert [g["category_name"].lower() for g in got] == [
+            names[c] for c in expected.pred_classes
+        ]
+        assert (expected.scores >= 0.3).sum() > 0  # boxes were drawn
+        with Image.open(record["visualization"]) as im:
+            assert im.size == (record["width"], record["height"])
+            drawn = np.asarray(im.convert("RGB")).astype(int)
+        original = np.asarray(Image.open(record["file_name"]).convert("RGB")).astype(int)
+        assert np.abs(drawn - original).mean() > 1  # boxes and labels were drawn
+
+
+def test_predict_bad_input_is_a_clear_error(setup, tmp_path):
+    config, _, checkpoint, _, _ = setup
+    with pytest.raises(SystemExit, match="neither an image file nor a folder"):
+        run_tool("predict").main(
+            [
+                "--config-file",
+                config,
+                "--checkpoint",
+                checkpoint,
+                "--input",
+                str(tmp_path / "nope"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
