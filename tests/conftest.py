@@ -7,7 +7,7 @@ import pytest
 import efl_d2  # noqa: F401  (registers datasets, applies the LVIS numpy-2 shim)
 
 # Small enough to build in seconds, large enough for all three LVIS frequency groups.
-SMALL_MINI_LVIS = dict(
+SMALL_MINI_LVIS = dict(  # noqa: C408
     seed=0,
     num_train_images=160,
     num_val_images=30,

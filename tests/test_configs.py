@@ -161,7 +161,8 @@ def test_row_config_matches_the_rows_meaning(row):
 
 
 def test_configs_readme_table_is_the_catalog():
-    text = open(os.path.join(CONFIGS, "README.md")).read()
+    with open(os.path.join(CONFIGS, "README.md")) as f:
+        text = f.read()
     rows = []
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -8,7 +8,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.evaluation import LVISEvaluator
-from detectron2.structures import BoxMode, Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, Instances
 
 from efl_d2.data import (
     RobustDatasetMapper,
@@ -36,7 +36,7 @@ def test_repeat_factors_favour_rare_images(mini_lvis_root):
     freq = MetadataCatalog.get("mini_lvis_v1_train").class_frequency
     t = 100 / len(dicts)  # LVIS's t=0.001 in image counts: classes in < 100 images get repeated
     factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(dicts, t)
-    has = lambda d, g: any(freq[a["category_id"]] == g for a in d["annotations"])  # noqa: E731
+    has = lambda d, g: any(freq[a["category_id"]] == g for a in d["annotations"])
     rare = factors[[has(d, "r") for d in dicts]]
     freq_only = factors[[all(freq[a["category_id"]] == "f" for a in d["annotations"]) for d in dicts]]
     assert len(rare) > 0 and len(freq_only) > 0

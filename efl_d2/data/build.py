@@ -5,7 +5,7 @@ import logging
 from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
-__all__ = ["build_rfs_train_loader", "RobustDatasetMapper"]
+__all__ = ["RobustDatasetMapper", "build_rfs_train_loader"]
 
 logger = logging.getLogger(__name__)
 

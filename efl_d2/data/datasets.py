@@ -17,13 +17,13 @@ from detectron2.data.datasets.lvis import load_lvis_json, register_lvis_instance
 
 __all__ = [
     "MINI_LVIS_SPLITS",
-    "datasets_root",
-    "register_mini_lvis",
-    "ensure_mini_lvis",
     "check_dataset_names",
+    "class_frequencies",
+    "datasets_root",
+    "ensure_mini_lvis",
     "get_lvis_dataset_dicts",
     "lvis_json_metadata",
-    "class_frequencies",
+    "register_mini_lvis",
 ]
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -19,11 +18,12 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from omegaconf import OmegaConf
 
+from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 
-__all__ = ["setup", "do_train", "do_test", "main", "apply_overrides_strict", "format_lvis_ap"]
+__all__ = ["apply_overrides_strict", "do_test", "do_train", "format_lvis_ap", "main", "setup"]
 
 logger = logging.getLogger("efl_d2")
 
@@ -118,7 +118,7 @@ def _create_ddp(model, cfg):
 def do_train(args, cfg):
     """Train ``cfg.model`` as configured. Returns the results of the last evaluation (or None)."""
     model = instantiate(cfg.model)
-    logger.info("Model:\n{}".format(model))
+    logger.info(f"Model:\n{model}")
     model.to(cfg.train.device)
 
     cfg.optimizer.params.model = model
@@ -131,7 +131,8 @@ def do_train(args, cfg):
         trainer = AMPTrainer(model, train_loader, optim, precision=precision)
     else:
         trainer = SimpleTrainer(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # EFLCheckpointer: detectron2 checkpoints, plus torchvision and official EFL files, by content
+    checkpointer = EFLCheckpointer(model, cfg.train.output_dir, trainer=trainer)
 
     last_eval = {}
 
@@ -175,7 +176,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = _create_ddp(model, cfg)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        EFLCheckpointer(model, strict=True).load(cfg.train.init_checkpoint)
         results = do_test(cfg, model)
     else:
         results = do_train(args, cfg)
