@@ -25,6 +25,19 @@ def _flat_logits(pred_logits: list[Tensor]) -> Tensor:
     return cat(pred_logits, dim=1).flatten(0, 1)
 
 
+def _labels_and_normalizer(detector, gt_labels: list[Tensor], initial_normalizer: float):
+    """The parents' shared prologue of ``losses``: stacked labels (N, R), the foreground mask and
+    detectron2's EMA loss normaliser (initial value 100 for RetinaNet, 300 for FCOS)."""
+    gt_labels = torch.stack(gt_labels)  # (N, R)
+    pos_mask = (gt_labels >= 0) & (gt_labels != detector.num_classes)
+    num_pos_anchors = pos_mask.sum().item()
+    get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / len(gt_labels))
+    normalizer = detector._ema_update(
+        "loss_normalizer", max(num_pos_anchors, 1), initial_normalizer
+    )
+    return gt_labels, pos_mask, normalizer
+
+
 @register_meta_arch
 class PluggableRetinaNet(RetinaNet):
     """
@@ -54,11 +67,7 @@ class PluggableRetinaNet(RetinaNet):
         if self.cls_loss is None:
             return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         # Same normaliser and box term as RetinaNet.losses; only loss_cls differs.
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / len(gt_labels))
-        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 100)
+        gt_labels, pos_mask, normalizer = _labels_and_normalizer(self, gt_labels, 100)
 
         loss_box_reg = _dense_box_regression_loss(
             anchors,
@@ -98,11 +107,7 @@ class PluggableFCOS(FCOS):
                 anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
             )
         # Same normaliser, box and centerness terms as FCOS.losses; only the cls term differs.
-        gt_labels = torch.stack(gt_labels)  # (N, R)
-        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
-        num_pos_anchors = pos_mask.sum().item()
-        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / len(gt_labels))
-        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 300)
+        gt_labels, pos_mask, normalizer = _labels_and_normalizer(self, gt_labels, 300)
 
         loss_box_reg = _dense_box_regression_loss(
             anchors,
