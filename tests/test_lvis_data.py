@@ -1,6 +1,7 @@
 """LVIS plumbing on mini-LVIS: detectron2's loader, repeat factors, LVISEvaluator, bad input."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -38,7 +39,9 @@ def test_repeat_factors_favour_rare_images(mini_lvis_root):
     factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(dicts, t)
     has = lambda d, g: any(freq[a["category_id"]] == g for a in d["annotations"])
     rare = factors[[has(d, "r") for d in dicts]]
-    freq_only = factors[[all(freq[a["category_id"]] == "f" for a in d["annotations"]) for d in dicts]]
+    freq_only = factors[
+        [all(freq[a["category_id"]] == "f" for a in d["annotations"]) for d in dicts]
+    ]
     assert len(rare) > 0 and len(freq_only) > 0
     assert freq_only.max() == pytest.approx(1.0)
     assert rare.min() > 1.0
@@ -50,10 +53,14 @@ def test_repeat_factors_favour_rare_images(mini_lvis_root):
 
 def _gt_as_predictions(record):
     inst = Instances((record["height"], record["width"]))
-    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+    boxes = [
+        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]
+    ]
     inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
     inst.scores = torch.ones(len(boxes))
-    inst.pred_classes = torch.tensor([a["category_id"] for a in record["annotations"]], dtype=torch.int64)
+    inst.pred_classes = torch.tensor(
+        [a["category_id"] for a in record["annotations"]], dtype=torch.int64
+    )
     return inst
 
 
@@ -117,3 +124,21 @@ def test_corrupt_image_skipped_in_training_and_named_in_evaluation(tmp_path, cap
     test_mapper = RobustDatasetMapper(is_train=False, augmentations=[], image_format="BGR")
     with pytest.raises(RuntimeError, match="broken.jpg"):
         test_mapper(dict(record))
+
+
+def test_rfs_train_loader_loads_the_dataset_once(mini_lvis_root, monkeypatch):
+    from detectron2.config import LazyConfig, instantiate
+
+    import efl_d2.data
+
+    calls = []
+    real = efl_d2.data.get_lvis_dataset_dicts
+    monkeypatch.setattr(
+        efl_d2.data, "get_lvis_dataset_dicts", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = LazyConfig.load(os.path.join(repo, "configs/common/data/mini_lvis.py"))
+    cfg.dataloader.train.num_workers = 0
+    loader = instantiate(cfg.dataloader.train)
+    assert len(calls) == 1  # the repeat factors reuse the loader's dataset dicts
+    assert next(iter(loader))  # and it yields batches
