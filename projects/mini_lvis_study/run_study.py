@@ -1,0 +1,720 @@
+#!/usr/bin/env python
+"""The long-tail study on mini-LVIS: focal vs EFL (and its ablations and s sweep), end to end.
+
+Trains every variant with N seeds through the project's training engine (``tools/train_net.py``,
+one subprocess per run), evaluates with ``LVISEvaluator``, and writes a results table (Markdown +
+JSON) and plots. Finished runs are not redone: a run is finished when its folder holds
+``study_result.json`` (written after training, evaluation and parsing succeeded), so an interrupted
+study continues where it stopped when the same command is run again.
+
+Examples (from the repository root):
+
+    .venv/bin/python projects/mini_lvis_study/run_study.py --mode quick   # all variants, 1 seed
+    .venv/bin/python projects/mini_lvis_study/run_study.py --mode full    # focal vs EFL, 3 seeds
+
+Modes (``--seeds``, ``--variants``, ``--max-iter``, ``--image-size`` override them):
+
+- ``quick``: every variant (focal, EFL s=8, WF only, FF only, EQLv2&Focal, s in {0,2,4,8,12}),
+  1 seed, a short schedule at a small input size.
+- ``full``: focal vs EFL (s = 8), 3 seeds each, a longer schedule at the configs' input size.
+
+``efl_s0`` is not trained: with s = 0 EFL is exactly the focal loss (as in the paper's Table 4,
+whose s = 0 row is the baseline), so it reports the ``focal`` runs; ``efl_s8`` is ``efl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CONFIGS = os.path.join(HERE, "configs")
+RESULT_FILE = "study_result.json"  # a run's final results file: its presence means "finished"
+METRICS = ("AP", "APr", "APc", "APf")
+GROUPS = ("r", "c", "f")
+GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    config: str  # file under configs/
+    overrides: tuple[str, ...] = ()
+    same_as: str | None = None  # reported from another variant's runs instead of being trained
+    scale: float | None = None  # EFL's s, for the sweep
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("focal", "Baseline† (focal loss)", "focal.py", scale=0.0),
+        Variant("efl", "EFL (s=8)", "efl.py", scale=8.0),
+        Variant("efl_wf", "EFL, weighting factor only", "efl_wf.py"),
+        Variant("efl_ff", "EFL, focusing factor only", "efl_ff.py"),
+        Variant("eqlv2", "EQLv2&Focal", "eqlv2.py"),
+        Variant("efl_s0", "EFL s=0 (= focal)", "focal.py", same_as="focal", scale=0.0),
+        Variant("efl_s2", "EFL s=2", "efl.py", ("model.cls_loss.scale=2.0",), scale=2.0),
+        Variant("efl_s4", "EFL s=4", "efl.py", ("model.cls_loss.scale=4.0",), scale=4.0),
+        Variant("efl_s8", "EFL s=8 (= efl)", "efl.py", same_as="efl", scale=8.0),
+        Variant("efl_s12", "EFL s=12", "efl.py", ("model.cls_loss.scale=12.0",), scale=12.0),
+    ]
+}
+SWEEP = ("efl_s0", "efl_s2", "efl_s4", "efl_s8", "efl_s12")
+
+
+@dataclass(frozen=True)
+class Mode:
+    variants: tuple[str, ...]
+    seeds: int
+    max_iter: int
+    image_size: int  # test short edge; training samples {size - 32, size, size + 32}
+
+
+MODES = {
+    "quick": Mode(
+        variants=("focal", "efl", "efl_wf", "efl_ff", "eqlv2", *SWEEP),
+        seeds=1,
+        max_iter=200,
+        image_size=192,
+    ),
+    "full": Mode(variants=("focal", "efl"), seeds=3, max_iter=900, image_size=256),
+}
+
+
+@dataclass
+class Plan:
+    mode: str
+    variants: list[str]  # as requested (aliases included)
+    seeds: list[int]
+    max_iter: int
+    image_size: int
+    extra_opts: list[str] = field(default_factory=list)
+
+    def trained_variants(self) -> list[str]:
+        out = []
+        for v in self.variants:
+            base = VARIANTS[v].same_as or v
+            if base not in out:
+                out.append(base)
+        return out
+
+
+def schedule_overrides(max_iter: int, image_size: int) -> list[str]:
+    """The study's schedule length and input size as config overrides.
+
+    The configs' learning-rate schedule is given in fractions of training (fvcore's multi-step
+    scheduler is scale-invariant; warm-up is ``warmup_length`` = 1/6 of training, 10x decays at 2/3
+    and 0.9), so only ``train.max_iter`` changes.
+    """
+    s = image_size
+    train_sizes = ",".join(map(str, [max(32, s - 32), s, s + 32]))
+    return [
+        f"train.max_iter={max_iter}",
+        "train.checkpointer.period=1000000000",  # only model_final.pth
+        f"train.log_period={max(1, min(20, max_iter // 10))}",
+        f"dataloader.train.mapper.augmentations.0.short_edge_length=[{train_sizes}]",
+        f"dataloader.train.mapper.augmentations.0.max_size={int(s * 1.5)}",
+        f"dataloader.test.mapper.augmentations.0.short_edge_length={s}",
+        f"dataloader.test.mapper.augmentations.0.max_size={int(s * 1.5)}",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# dataset
+
+
+def prepare_dataset(root: str) -> dict:
+    """Use the mini-LVIS at ``root`` if one is complete there, else build the default one.
+
+    Returns a summary: params, categories (id, name, frequency, train image_count) by contiguous id.
+    """
+    import efl_d2  # noqa: F401
+    from efl_d2.data import ensure_mini_lvis
+    from efl_d2.data import mini_lvis as ml
+
+    if not ml.is_complete(root):
+        print(f"[study] building the default mini-LVIS under {root} ...", flush=True)
+        ensure_mini_lvis(root)
+    paths = ml.mini_lvis_paths(root)
+    meta = ml.load_meta(paths)
+    with open(paths.json_train) as f:
+        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    return {
+        "root": os.path.abspath(root),
+        "params": meta.get("params", {}),
+        "categories": [
+            {
+                "id": c["id"],
+                "name": c["name"],
+                "frequency": c["frequency"],
+                "image_count": c["image_count"],
+            }
+            for c in cats
+        ],
+        "sibling_pairs": [list(p) for p in ml.sibling_pairs(meta)],
+    }
+
+
+def dataset_overrides(ds: dict) -> list[str]:
+    n_train = ds["params"].get("num_train_images", 600)
+    return [
+        f"model.num_classes={len(ds['categories'])}",
+        # the configs' rule: LVIS's t = 0.001 of 100k images, i.e. ~100 images
+        f"dataloader.train.repeat_thresh={100 / n_train}",
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# one run
+
+
+def run_dir(out_root: str, variant: str, seed: int) -> str:
+    return os.path.join(out_root, variant, f"seed{seed}")
+
+
+def run_overrides(plan: Plan, ds: dict, variant: str, seed: int, out: str) -> list[str]:
+    v = VARIANTS[variant]
+    return [
+        *schedule_overrides(plan.max_iter, plan.image_size),
+        *dataset_overrides(ds),
+        *v.overrides,
+        f"train.seed={seed}",
+        *plan.extra_opts,
+        f"train.output_dir={out}",
+        f"+dataloader.evaluator.output_dir={os.path.join(out, 'inference')}",
+    ]
+
+
+def _identity(plan: Plan, ds: dict, variant: str, seed: int) -> dict:
+    """What makes two runs the same experiment (output dir excluded)."""
+    ov = [o for o in run_overrides(plan, ds, variant, seed, "<out>")]
+    return {"config": VARIANTS[variant].config, "overrides": ov, "dataset": ds["params"]}
+
+
+def read_metrics(path: str) -> list[dict]:
+    rows = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+    return rows
+
+
+def per_category_ap(results_json: str, gt_json: str) -> dict[int, float]:
+    """AP per category id (NaN where undefined) by LVIS's own evaluation of the dumped results."""
+    import numpy as np
+    from lvis import LVIS, LVISEval, LVISResults
+
+    gt = LVIS(gt_json)
+    with open(results_json) as f:
+        dets = json.load(f)
+    if not dets:
+        return {c: float("nan") for c in gt.get_cat_ids()}
+    ev = LVISEval(gt, LVISResults(gt, dets, max_dets=300), iou_type="bbox")
+    ev.params.max_dets = 300
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"]  # [T, R, K, A]
+    out = {}
+    for k, cat_id in enumerate(ev.params.cat_ids):
+        p = prec[:, :, k, 0]
+        p = p[p > -1]
+        out[cat_id] = float(np.mean(p)) * 100 if p.size else float("nan")
+    return out
+
+
+def efl_trace(metrics: list[dict]) -> dict:
+    """``efl/<stat>_<group>`` scalars over iterations (logged in training for EFL-like losses)."""
+    keys = sorted({k for m in metrics for k in m if k.startswith("efl/")})
+    trace = {"iteration": []}
+    for k in keys:
+        trace[k] = []
+    for m in metrics:
+        if any(k in m for k in keys):
+            trace["iteration"].append(m["iteration"])
+            for k in keys:
+                trace[k].append(m.get(k, float("nan")))
+    return trace if keys else {}
+
+
+def final_loss_buffers(ckpt: str) -> dict:
+    """pos_neg (g_j) of the classification loss from ``model_final.pth``, if the loss has one."""
+    import torch
+
+    if not os.path.isfile(ckpt):
+        return {}
+    sd = torch.load(ckpt, map_location="cpu", weights_only=False)
+    sd = sd.get("model", sd)
+    out = {}
+    for k, t in sd.items():
+        if k.endswith("cls_loss.pos_neg"):
+            out["pos_neg"] = [float(x) for x in t.flatten()]
+    return out
+
+
+def train_one(
+    plan: Plan, ds: dict, variant: str, seed: int, out_root: str, env: dict, tag: str
+) -> dict:
+    out = run_dir(out_root, variant, seed)
+    ident = _identity(plan, ds, variant, seed)
+    done = os.path.join(out, RESULT_FILE)
+    if os.path.isfile(done):
+        with open(done) as f:
+            res = json.load(f)
+        if res.get("identity") != ident:
+            raise SystemExit(
+                f"{done} was made with other settings than this study's (config, overrides or "
+                "dataset). Use another --output-dir, or delete that run to redo it."
+            )
+        print(
+            f"[study] {tag} {variant} seed {seed}: finished before, skipped "
+            f"(AP {res['metrics']['AP']:.2f}, APr {res['metrics']['APr']:.2f})",
+            flush=True,
+        )
+        return res
+
+    if os.path.isdir(out):  # an unfinished run: start it over (metrics.json would be appended to)
+        shutil.rmtree(out)
+    os.makedirs(out)
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "train_net.py"),
+        "--config-file",
+        os.path.join(CONFIGS, VARIANTS[variant].config),
+        *run_overrides(plan, ds, variant, seed, out),
+    ]
+    print(
+        f"[study] {tag} {variant} seed {seed}: training {plan.max_iter} iterations -> {out}",
+        flush=True,
+    )
+    t0 = time.time()
+    with open(os.path.join(out, "study_run.log"), "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if " iter: " in line:
+                p = line.split(" iter: ", 1)[1].split()
+                eta = line.split("eta: ", 1)[1].split()[0] if "eta: " in line else "?"
+                loss = line.split("total_loss: ", 1)[1].split()[0] if "total_loss:" in line else "?"
+                print(
+                    f"          iter {int(p[0]) + 1}/{plan.max_iter}  total_loss {loss}  "
+                    f"eta {eta}  ({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
+            elif "Start inference" in line:
+                print(f"          evaluating ({time.time() - t0:.0f} s)", flush=True)
+        rc = proc.wait()
+    wall = time.time() - t0
+    if rc != 0:
+        with open(os.path.join(out, "study_run.log")) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"{variant} seed {seed} failed (exit {rc}); log tail:\n{tail}")
+
+    metrics = read_metrics(os.path.join(out, "metrics.json"))
+    evals = [m for m in metrics if "bbox/AP" in m]
+    if not evals:
+        raise RuntimeError(f"{variant} seed {seed}: no bbox/AP in {out}/metrics.json")
+    last = evals[-1]
+    train_times = [m["time"] for m in metrics if "time" in m]
+    res = {
+        "variant": variant,
+        "seed": seed,
+        "identity": ident,
+        "metrics": {k: float(last[f"bbox/{k}"]) for k in (*METRICS, "AP50", "AP75")},
+        "per_category_ap": {
+            str(k): v
+            for k, v in per_category_ap(
+                os.path.join(out, "inference", "lvis_instances_results.json"),
+                os.path.join(ds["root"], "lvis", "mini_lvis_v1_val.json"),
+            ).items()
+        },
+        "efl_trace": efl_trace(metrics),
+        "loss_buffers": final_loss_buffers(os.path.join(out, "model_final.pth")),
+        "wall_s": wall,
+        "loadavg_end": _loadavg(),
+        "threads": env.get("OMP_NUM_THREADS", "default"),
+        "median_iter_s": sorted(train_times)[len(train_times) // 2] if train_times else None,
+    }
+    with open(done + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(done + ".tmp", done)
+    m = res["metrics"]
+    print(
+        f"[study] {tag} {variant} seed {seed}: done in {wall:.0f} s  AP {m['AP']:.2f}  "
+        f"APr {m['APr']:.2f}  APc {m['APc']:.2f}  APf {m['APf']:.2f}",
+        flush=True,
+    )
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# aggregation, tables, plots
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float | None]:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return float("nan"), None
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))  # sample std
+
+
+def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dict) -> dict:
+    cats = ds["categories"]
+    table = {}
+    for v in plan.variants:
+        src = VARIANTS[v].same_as or v
+        rs = runs[src]
+        entry = {
+            "label": VARIANTS[v].label,
+            "same_as": VARIANTS[v].same_as,
+            "scale": VARIANTS[v].scale,
+            "seeds": [r["seed"] for r in rs],
+            "per_seed": {},
+        }
+        for r in rs:
+            entry["per_seed"][str(r["seed"])] = r["metrics"]
+        for k in (*METRICS, "AP50", "AP75"):
+            mean, std = _mean_std([r["metrics"][k] for r in rs])
+            entry[k] = {"mean": mean, "std": std}
+        per_cat = {}
+        for c in cats:
+            mean, std = _mean_std(
+                [r["per_category_ap"].get(str(c["id"]), float("nan")) for r in rs]
+            )
+            per_cat[str(c["id"])] = {"mean": mean, "std": std}
+        entry["per_category_ap"] = per_cat
+        entry["wall_s"] = [r["wall_s"] for r in rs]
+        entry["median_iter_s"] = [r.get("median_iter_s") for r in rs]
+        table[v] = entry
+    return {
+        "mode": plan.mode,
+        "seeds": plan.seeds,
+        "max_iter": plan.max_iter,
+        "image_size": plan.image_size,
+        "extra_opts": plan.extra_opts,
+        "dataset": {k: ds[k] for k in ("params", "categories")},
+        "conditions": conditions,
+        "variants": table,
+    }
+
+
+def _fmt(ms: dict) -> str:
+    if ms["mean"] is None or math.isnan(ms["mean"]):
+        return "n/a"
+    return f"{ms['mean']:.2f}" + (f" ± {ms['std']:.2f}" if ms["std"] is not None else "")
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"# mini-LVIS study, mode `{summary['mode']}`",
+        "",
+        (
+            f"Box AP on mini_lvis_v1_val (LVISEvaluator), mean ± sample std over seeds "
+            f"{summary['seeds']}; {summary['max_iter']} iterations at short edge "
+            f"{summary['image_size']} px."
+        ),
+        "",
+        "| variant | seeds | AP | APr | APc | APf | AP50 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in summary["variants"].items():
+        if name in SWEEP and e["same_as"]:
+            continue  # listed in the sweep table
+        lines.append(
+            f"| {e['label']} (`{name}`) | {len(e['seeds'])} | "
+            + " | ".join(_fmt(e[k]) for k in (*METRICS, "AP50"))
+            + " |"
+        )
+    sweep = [v for v in SWEEP if v in summary["variants"]]
+    if sweep:
+        lines += [
+            "",
+            "s sweep (gamma_b = 2; s = 0 is the focal loss, s = 8 the EFL row):",
+            "",
+            "| s | AP | APr | APc | APf |",
+            "|---|---|---|---|---|",
+        ]
+        for v in sweep:
+            e = summary["variants"][v]
+            lines.append(f"| {e['scale']:g} | " + " | ".join(_fmt(e[k]) for k in METRICS) + " |")
+    c = summary["conditions"]
+    lines += [
+        "",
+        (
+            f"Conditions: {c.get('cpu_count')} CPU cores; the runs' own wall times (training "
+            f"+ evaluation, as each run measured them) add up to "
+            f"{c.get('runs_wall_s', 0) / 60:.1f} min. This invocation: torch threads "
+            f"{c.get('torch_threads')}, load average at start {c.get('loadavg_start')} / end "
+            f"{c.get('loadavg_end')}, {c.get('wall_s', 0) / 60:.1f} min for "
+            f"{c.get('runs_trained')} trained run(s) ({c.get('runs_skipped')} reused)."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    files = []
+    variants = summary["variants"]
+    names = [n for n, e in variants.items() if not e["same_as"]]
+
+    # 1. AP per frequency group per variant
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) + 2), 3.6))
+    width = 0.8 / 4
+    x = np.arange(len(names))
+    for i, k in enumerate(METRICS):
+        means = [variants[n][k]["mean"] for n in names]
+        stds = [variants[n][k]["std"] or 0.0 for n in names]
+        ax.bar(x + (i - 1.5) * width, means, width, yerr=stds, capsize=2, label=k)
+    ax.set_xticks(x, names, rotation=20)
+    ax.set_ylabel("box AP")
+    ax.set_title(f"mini-LVIS val, mode {summary['mode']} (mean ± std over seeds)")
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    files.append(os.path.join(out_dir, "ap_by_group.png"))
+    fig.savefig(files[-1], dpi=90)
+    plt.close(fig)
+
+    # 2. per-category AP against training frequency
+    cats = summary["dataset"]["categories"]
+    counts = np.array([c["image_count"] for c in cats])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    show = [n for n in names if n in ("focal", "efl")] or names[:2]
+    show += [n for n in names if n not in show]
+    for j, n in enumerate(show):
+        aps = np.array([variants[n]["per_category_ap"][str(c["id"])]["mean"] for c in cats])
+        main = n in ("focal", "efl")
+        ax.scatter(
+            counts * (1 + 0.03 * (j - len(show) / 2)),
+            aps,
+            s=22 if main else 10,
+            alpha=0.9 if main else 0.4,
+            label=n,
+            marker="o" if main else ".",
+        )
+    for lim, name in ((10, "rare ≤ 10"), (100, "common ≤ 100")):
+        ax.axvline(lim + 0.5, color="grey", lw=0.8, ls="--")
+        ax.text(lim + 0.5, ax.get_ylim()[1] * 0.97, " " + name, fontsize=7, va="top")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the category")
+    ax.set_ylabel("val box AP")
+    ax.set_title("per-category AP vs training frequency (mean over seeds)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    files.append(os.path.join(out_dir, "ap_per_category.png"))
+    fig.savefig(files[-1], dpi=90)
+    plt.close(fig)
+
+    # 3. EFL's gamma_j over training (the efl/gamma_{r,c,f} scalars of metrics.json: mean gamma_j of
+    #    each frequency group, as the loss will use it) and the final gamma_b + s (1 - g_j) per
+    #    category from the loss buffer pos_neg (g_j) in model_final.pth.
+    efl_family = [n for n in names if n.startswith("efl")]
+    traced = [n for n in efl_family if any("efl/gamma_r" in r["efl_trace"] for r in runs[n])]
+    if traced:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        colours = {"r": "tab:red", "c": "tab:orange", "f": "tab:blue"}
+        styles = ["-", "--", ":", "-.", (0, (3, 1, 1, 1)), (0, (5, 2))]
+        main = ["efl"] if "efl" in traced else traced[:1]
+        for i, n in enumerate(
+            main + [t for t in traced if t not in main and VARIANTS[t].scale is not None]
+        ):
+            tr = [r["efl_trace"] for r in runs[n] if "efl/gamma_r" in r["efl_trace"]]
+            length = min(len(t["iteration"]) for t in tr)
+            it = np.array(tr[0]["iteration"][:length]) + 1
+            for g in GROUPS if n in main else ("r",):
+                ys = np.array([t[f"efl/gamma_{g}"][:length] for t in tr])
+                axes[0].plot(
+                    it,
+                    ys.mean(0),
+                    ls=styles[i % len(styles)],
+                    color=colours[g],
+                    label=f"{n}: {GROUP_NAMES[g]}",
+                )
+        axes[0].set_xlabel("iteration")
+        axes[0].set_ylabel("mean gamma_j of the group")
+        axes[0].set_title("gamma_j during training (efl/gamma_*; sweep: rare only)", fontsize=9)
+        axes[0].legend(fontsize=6, ncol=2)
+        for n in efl_family:
+            bufs = [r["loss_buffers"]["pos_neg"] for r in runs[n] if r["loss_buffers"]]
+            if not bufs:
+                continue
+            s = VARIANTS[n].scale if VARIANTS[n].scale is not None else 8.0
+            gamma = 2.0 + s * (1 - np.mean(np.array(bufs), axis=0))
+            axes[1].scatter(counts, gamma, s=14, alpha=0.7, label=f"{n} (s={s:g})")
+        axes[1].set_xscale("log")
+        axes[1].set_xlabel("training images of the category")
+        axes[1].set_ylabel("final gamma_b + s (1 - g_j)")
+        axes[1].set_title("final gamma_j per category (pos_neg in model_final.pth)", fontsize=9)
+        axes[1].legend(fontsize=6)
+        fig.tight_layout()
+        files.append(os.path.join(out_dir, "efl_gamma.png"))
+        fig.savefig(files[-1], dpi=90)
+        plt.close(fig)
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--mode", choices=sorted(MODES), default="quick")
+    p.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1); default by mode")
+    p.add_argument("--max-iter", type=int, help="training iterations per run; default by mode")
+    p.add_argument("--image-size", type=int, help="test short edge in px; default by mode")
+    p.add_argument(
+        "--datasets-root",
+        default=os.path.join(REPO, "datasets"),
+        help="mini-LVIS root (the default build is made there if none is complete)",
+    )
+    p.add_argument("--output-dir", help="run folders (default output/mini_lvis_study/<mode>)")
+    p.add_argument(
+        "--results-dir", help="tables and plots (default projects/mini_lvis_study/results/<mode>)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="OMP/MKL threads per training process (default: torch's choice, all "
+        "cores). Use 1 when other jobs share the CPU: oversubscribed OpenMP threads "
+        "slow training by an order of magnitude",
+    )
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="extra config overrides for every run (key=value ...)",
+    )
+    return p.parse_args(argv)
+
+
+def make_plan(args) -> Plan:
+    mode = MODES[args.mode]
+    variants = args.variants.split(",") if args.variants else list(mode.variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    opts = [o for o in args.opts if o != "--"]
+    return Plan(
+        mode=args.mode,
+        variants=variants,
+        seeds=list(range(args.seeds if args.seeds is not None else mode.seeds)),
+        max_iter=args.max_iter or mode.max_iter,
+        image_size=args.image_size or mode.image_size,
+        extra_opts=opts,
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args)
+    out_root = os.path.abspath(
+        args.output_dir or os.path.join(REPO, "output", "mini_lvis_study", args.mode)
+    )
+    res_dir = os.path.abspath(args.results_dir or os.path.join(HERE, "results", args.mode))
+    os.makedirs(out_root, exist_ok=True)
+    os.makedirs(res_dir, exist_ok=True)
+    t0 = time.time()
+    load0 = _loadavg()
+
+    ds = prepare_dataset(args.datasets_root)
+    env = dict(os.environ)
+    env.update(DETECTRON2_DATASETS=ds["root"], PYTHONWARNINGS="ignore")
+    env.setdefault("CUDA_VISIBLE_DEVICES", "")
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+
+    trained = plan.trained_variants()
+    todo = [(v, s) for v in trained for s in plan.seeds]
+    print(
+        f"[study] mode {plan.mode}: {len(trained)} trained variant(s) x {len(plan.seeds)} "
+        f"seed(s) = {len(todo)} run(s), {plan.max_iter} iterations at {plan.image_size} px; "
+        f"runs in {out_root}",
+        flush=True,
+    )
+    runs: dict[str, list[dict]] = {v: [] for v in trained}
+    n_skipped = 0
+    for i, (v, s) in enumerate(todo):
+        was_done = os.path.isfile(os.path.join(run_dir(out_root, v, s), RESULT_FILE))
+        runs[v].append(train_one(plan, ds, v, s, out_root, env, f"[{i + 1}/{len(todo)}]"))
+        n_skipped += was_done
+        print(f"[study] elapsed {(time.time() - t0) / 60:.1f} min", flush=True)
+
+    import torch
+
+    conditions = {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "loadavg_start": load0,
+        "loadavg_end": _loadavg(),
+        "wall_s": time.time() - t0,
+        "runs_wall_s": sum(r["wall_s"] for rs in runs.values() for r in rs),
+        "runs_trained": len(todo) - n_skipped,
+        "runs_skipped": n_skipped,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
+    summary = aggregate(plan, ds, runs, conditions)
+    with open(os.path.join(res_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, allow_nan=True)
+    md = markdown(summary)
+    with open(os.path.join(res_dir, "results.md"), "w") as f:
+        f.write(md)
+    files = [] if args.no_plots else plots(summary, runs, res_dir)
+    print("\n" + md)
+    print(
+        f"[study] wrote {res_dir}/results.md, results.json"
+        + (", " + ", ".join(os.path.basename(f) for f in files) if files else ""),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

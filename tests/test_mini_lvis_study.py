@@ -1,0 +1,115 @@
+"""projects/mini_lvis_study/run_study.py: the study's pipeline on a tiny mini-LVIS, not its numbers.
+
+Runs the quick mode's pipeline for 2 iterations per run at 96 px on the session's small mini-LVIS:
+a representative subset of the quick variants (the focal baseline, EFL and EQLv2&Focal, plus the
+s = 0 alias that reuses the focal runs), then checks the tables, the plots and that a second
+invocation skips the finished runs.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "projects", "mini_lvis_study", "run_study.py")
+
+TINY = [
+    "--max-iter",
+    "2",
+    "--image-size",
+    "96",
+    "--threads",
+    "1",
+    # GroupNorm(32) needs more than one value per group at P7 of a 96 px image
+    "model.head.conv_dims=[64]",
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+]
+
+
+def _load_study():
+    spec = importlib.util.spec_from_file_location("run_study", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _study(args, env, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--mode",
+            "quick",
+            "--datasets-root",
+            env["DETECTRON2_DATASETS"],
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            *args,
+            *TINY,
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_modes_cover_the_study_variants():
+    study = _load_study()
+    quick = study.MODES["quick"]
+    assert {"focal", "efl", "efl_wf", "efl_ff", "eqlv2"} <= set(quick.variants)
+    assert {study.VARIANTS[v].scale for v in study.SWEEP} == {0, 2, 4, 8, 12}
+    assert set(study.SWEEP) <= set(quick.variants)
+    full = study.MODES["full"]
+    assert set(full.variants) == {"focal", "efl"} and full.seeds == 3
+    # aliases are not trained twice: s = 0 is the focal run, s = 8 the EFL run
+    plan = study.make_plan(study.parse_args(["--mode", "quick"]))
+    trained = plan.trained_variants()
+    assert "efl_s0" not in trained and "efl_s8" not in trained and len(trained) == len(set(trained))
+
+
+def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
+    variants = "focal,efl,eqlv2,efl_s0"
+    out = _study(["--variants", variants, "--seeds", "1"], env_with_datasets, tmp_path)
+    assert out.count("training 2 iterations") == 3  # efl_s0 reuses the focal run
+    res_dir = tmp_path / "results"
+    summary = json.loads((res_dir / "results.json").read_text())
+    assert list(summary["variants"]) == variants.split(",")
+    assert summary["variants"]["efl_s0"]["same_as"] == "focal"
+    n_cats = len(summary["dataset"]["categories"])
+    for name, e in summary["variants"].items():
+        assert e["seeds"] == [0]
+        for k in ("AP", "APr", "APc", "APf"):
+            assert math.isfinite(e[k]["mean"]), (name, k)
+        assert len(e["per_category_ap"]) == n_cats
+    md = (res_dir / "results.md").read_text()
+    for name in ("focal", "efl", "eqlv2"):
+        assert f"(`{name}`)" in md
+    assert "| 0 |" in md  # the sweep's s = 0 row
+    for png in ("ap_by_group.png", "ap_per_category.png", "efl_gamma.png"):
+        assert (res_dir / png).stat().st_size > 1000
+    efl_run = json.loads((tmp_path / "runs" / "efl" / "seed0" / "study_result.json").read_text())
+    assert "efl/gamma_r" in efl_run["efl_trace"]
+    assert len(efl_run["loss_buffers"]["pos_neg"]) == n_cats
+
+    # a second invocation with one more seed for focal: seed 0 is skipped, seed 1 trained
+    out = _study(["--variants", "focal", "--seeds", "2"], env_with_datasets, tmp_path)
+    assert "focal seed 0: finished before, skipped" in out
+    assert out.count("training 2 iterations") == 1
+    summary = json.loads((res_dir / "results.json").read_text())
+    focal = summary["variants"]["focal"]
+    assert focal["seeds"] == [0, 1] and set(focal["per_seed"]) == {"0", "1"}
+    assert math.isfinite(focal["AP"]["mean"]) and math.isfinite(focal["AP"]["std"])
+    assert "± " in (res_dir / "results.md").read_text()
