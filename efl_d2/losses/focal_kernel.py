@@ -101,22 +101,34 @@ def _positive_terms(
 
 class _ChunkPlan:
     """Row chunks of the input with, per chunk, the local indices of its ignored rows and of its
-    positive elements (row, class)."""
+    positive elements (row, class).
+
+    The indices are found once for the whole input, with three host syncs in all, and sliced per
+    chunk with host-side offsets: a sync per chunk would stall a GPU between chunks, which made the
+    CUDA kernel launch-bound (measured on an H200: 11.4 ms for one LVIS-sized image, vs 5.9 ms
+    without chunking). The forward builds the plan and the backward reuses it.
+    """
 
     def __init__(self, gt: torch.Tensor, num_classes: int, rows_per_chunk: int):
-        self.gt = gt
-        self.num_classes = num_classes
+        n = gt.shape[0]
         self.rows = rows_per_chunk
-        # One host sync per call instead of one per chunk in the common case (nothing ignored).
-        self.has_ignored = bool((gt < 0).any())
+        self.starts = list(range(0, n, rows_per_chunk))
+        self.ends = [min(start + rows_per_chunk, n) for start in self.starts]
+        self.pos_rows = ((gt >= 0) & (gt < num_classes)).nonzero().squeeze(1)  # ascending
+        self.pos_cls = gt.index_select(0, self.pos_rows)
+        self.ignored = (gt < 0).nonzero().squeeze(1)
+        edges = torch.tensor(self.starts + [n], device=gt.device, dtype=self.pos_rows.dtype)
+        cuts = torch.cat(
+            [torch.searchsorted(self.pos_rows, edges), torch.searchsorted(self.ignored, edges)]
+        ).tolist()
+        self.pos_cuts, self.ign_cuts = cuts[: len(edges)], cuts[len(edges) :]
 
     def __iter__(self):
-        for start in range(0, self.gt.shape[0], self.rows):
-            end = min(start + self.rows, self.gt.shape[0])
-            gt_c = self.gt[start:end]
-            ignored = (gt_c < 0).nonzero().squeeze(1) if self.has_ignored else None
-            pos_rows = ((gt_c >= 0) & (gt_c < self.num_classes)).nonzero().squeeze(1)
-            yield start, end, ignored, pos_rows, gt_c.index_select(0, pos_rows)
+        for k, (start, end) in enumerate(zip(self.starts, self.ends)):
+            p0, p1 = self.pos_cuts[k], self.pos_cuts[k + 1]
+            i0, i1 = self.ign_cuts[k], self.ign_cuts[k + 1]
+            ignored = self.ignored[i0:i1] - start if i1 > i0 else None
+            yield start, end, ignored, self.pos_rows[p0:p1] - start, self.pos_cls[p0:p1]
 
 
 def _load_chunk(logits: torch.Tensor, start: int, end: int, work: torch.Tensor) -> torch.Tensor:
@@ -151,7 +163,8 @@ class _FocalFamilyFunction(torch.autograd.Function):
         total = logits.new_zeros((), dtype=cdt)
         with torch.autocast(device_type=logits.device.type, enabled=False):
             work = _workspace(logits, rows, cdt)
-            for start, end, ignored, pos_rows, pos_cls in _ChunkPlan(gt, c, rows):
+            plan = _ChunkPlan(gt, c, rows)
+            for start, end, ignored, pos_rows, pos_cls in plan:
                 x = _load_chunk(logits, start, end, work)
                 _, a, pg = _negative_chunk(x, g, work)
                 elem = pg.mul_(a)  # unweighted loss of every element as a negative
@@ -162,22 +175,22 @@ class _FocalFamilyFunction(torch.autograd.Function):
                     lp, _ = _positive_terms(x[pos_rows, pos_cls], _select(g, pos_cls))
                     total += torch.dot(lp, pos_weight.index_select(0, pos_cls))
                 total += torch.dot(elem.sum(0), neg_weight)
-        ctx.save_for_backward(logits, gt, gamma, pos_weight, neg_weight)
+        ctx.save_for_backward(logits, gamma, pos_weight, neg_weight)
         ctx.gamma_scalar = gamma_scalar
         ctx.normalizer = normalizer
         ctx.sink = sink
-        ctx.chunk_elements = chunk_elements
+        ctx.plan = plan
         return total / normalizer
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        logits, gt, gamma, pos_weight, neg_weight = ctx.saved_tensors
+        logits, gamma, pos_weight, neg_weight = ctx.saved_tensors
         sink = ctx.sink
         c = logits.shape[1]
         cdt = _compute_dtype(logits.dtype)
         g: float | torch.Tensor = ctx.gamma_scalar if gamma is None else gamma
-        rows = max(1, ctx.chunk_elements // max(c, 1))
+        rows = ctx.plan.rows
         norm = ctx.normalizer
         go = grad_out.to(cdt)
         # Per-column scale of the negative gradients, with the upstream gradient (e.g. a
@@ -192,7 +205,7 @@ class _FocalFamilyFunction(torch.autograd.Function):
         dtype_max = torch.finfo(logits.dtype).max
         with torch.autocast(device_type=logits.device.type, enabled=False):
             work = _workspace(logits, rows, cdt)
-            for start, end, ignored, pos_rows, pos_cls in _ChunkPlan(gt, c, rows):
+            for start, end, ignored, pos_rows, pos_cls in ctx.plan:
                 x = _load_chunk(logits, start, end, work)
                 p, t, pg = _negative_chunk(x, g, work)
                 t.addcmul_(t, p, value=-1.0)  # (1 - p) * softplus(x)
