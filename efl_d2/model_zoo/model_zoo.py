@@ -101,7 +101,7 @@ def configs_root() -> Path:
     """The directory holding efl_d2's config tree (see the module docstring)."""
     packaged = resources.files("efl_d2.model_zoo") / "configs"
     if packaged.is_dir():
-        return Path(str(packaged))
+        return Path(str(packaged)).resolve()  # in a checkout: the link to configs/
     checkout = Path(str(resources.files("efl_d2"))).parent / "configs"
     if checkout.is_dir():
         return checkout
