@@ -79,7 +79,52 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1] (or negative to disable it), got {alpha}")
 
 
-class SigmoidFocalLoss(nn.Module):
+class _FocalFamilyForward:
+    """The ``forward`` shared by the losses below: validate the call, commit pending statistics
+    (losses with :class:`GradientStatistics`), then run the one kernel with the per-class
+    parameters that the loss's ``element_parameters`` gives."""
+
+    num_classes: int
+
+    def element_parameters(
+        self, device: torch.device
+    ) -> tuple[float | torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gamma: float or (C,), pos_weight (C,), neg_weight (C,)) for the next forward."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        gt_classes: torch.Tensor,
+        normalizer: float | torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            logits: (N, C) classification logits, any float dtype (half/bf16 computed in fp32).
+            gt_classes: (N,) integer labels: ``0..C-1`` foreground, ``C`` background, -1 ignored.
+            normalizer: positive float or 0-dim tensor (e.g. the number of positive anchors).
+
+        Returns:
+            0-dim float32 loss (float64 for float64 logits).
+        """
+        norm = _check_inputs(logits, gt_classes, normalizer, self.num_classes, type(self).__name__)
+        sink = None
+        if isinstance(self, GradientStatistics):
+            self._begin_forward()  # distributed: commit the previous step before reading g
+            sink = self if self._collects(logits) else None
+        gamma, pos_w, neg_w = self.element_parameters(logits.device)
+        return focal_family_loss(
+            logits,
+            gt_classes.long(),
+            gamma=gamma,
+            pos_weight=pos_w,
+            neg_weight=neg_w,
+            normalizer=norm,
+            statistics=sink,
+        )
+
+
+class SigmoidFocalLoss(_FocalFamilyForward, nn.Module):
     """Sigmoid focal loss (Lin et al.), summed and divided by ``normalizer``; no statistics.
 
     Equal to ``torchvision.ops.sigmoid_focal_loss(x, one_hot, alpha, gamma, "sum") / normalizer``
@@ -97,37 +142,14 @@ class SigmoidFocalLoss(nn.Module):
         self.gamma = float(gamma)
         self.alpha = float(alpha)
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        gt_classes: torch.Tensor,
-        normalizer: float | torch.Tensor,
-    ) -> torch.Tensor:
-        """
-        Args:
-            logits: (N, C) classification logits, any float dtype.
-            gt_classes: (N,) integer labels: ``0..C-1`` foreground, ``C`` background, -1 ignored.
-            normalizer: positive float or 0-dim tensor (e.g. the number of positive anchors).
-
-        Returns:
-            0-dim float32 loss (float64 for float64 logits).
-        """
-        norm = _check_inputs(logits, gt_classes, normalizer, self.num_classes, type(self).__name__)
-        pos_w, neg_w = _alpha_weights(self.alpha, self.num_classes, logits.device)
-        return focal_family_loss(
-            logits,
-            gt_classes.long(),
-            gamma=self.gamma,
-            pos_weight=pos_w,
-            neg_weight=neg_w,
-            normalizer=norm,
-        )
+    def element_parameters(self, device):
+        return (self.gamma, *_alpha_weights(self.alpha, self.num_classes, device))
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, alpha={self.alpha}"
 
 
-class EqualizedFocalLoss(GradientStatistics):
+class EqualizedFocalLoss(_FocalFamilyForward, GradientStatistics):
     """Equalized Focal Loss (paper Eq. 4) and its Table 3 ablations.
 
     With ``g_j`` = :attr:`pos_neg` (accumulated gradient ratio, clamped to [0, 1]):
@@ -178,24 +200,8 @@ class EqualizedFocalLoss(GradientStatistics):
         weight = gamma_j / self.gamma_b if self.weighting_factor else torch.ones_like(gamma_j)
         return gamma, weight
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        gt_classes: torch.Tensor,
-        normalizer: float | torch.Tensor,
-    ) -> torch.Tensor:
-        """
-        Args:
-            logits: (N, C) classification logits, any float dtype (half/bf16 computed in fp32).
-            gt_classes: (N,) integer labels: ``0..C-1`` foreground, ``C`` background, -1 ignored.
-            normalizer: positive float or 0-dim tensor (e.g. the number of positive anchors).
-
-        Returns:
-            0-dim float32 loss (float64 for float64 logits).
-        """
-        norm = _check_inputs(logits, gt_classes, normalizer, self.num_classes, type(self).__name__)
-        self._begin_forward()  # distributed: commit the previous step before reading g
-        pos_w, neg_w = _alpha_weights(self.alpha, self.num_classes, logits.device)
+    def element_parameters(self, device):
+        pos_w, neg_w = _alpha_weights(self.alpha, self.num_classes, device)
         gamma: float | torch.Tensor = self.gamma_b
         if self.scale > 0 and (self.focusing_factor or self.weighting_factor):
             gamma_j, weight = self.effective_parameters()
@@ -203,15 +209,7 @@ class EqualizedFocalLoss(GradientStatistics):
                 gamma = gamma_j
             if self.weighting_factor:
                 pos_w, neg_w = pos_w * weight, neg_w * weight
-        return focal_family_loss(
-            logits,
-            gt_classes.long(),
-            gamma=gamma,
-            pos_weight=pos_w,
-            neg_weight=neg_w,
-            normalizer=norm,
-            statistics=self if self._collects(logits) else None,
-        )
+        return gamma, pos_w, neg_w
 
     def category_statistics(self) -> dict[str, torch.Tensor]:
         gamma, weight = self.effective_parameters()
@@ -225,7 +223,7 @@ class EqualizedFocalLoss(GradientStatistics):
         )
 
 
-class EQLv2FocalLoss(GradientStatistics):
+class EQLv2FocalLoss(_FocalFamilyForward, GradientStatistics):
     """The paper's "EQLv2 & Focal" baseline (Table 1): focal loss times EQLv2 weights.
 
     With the unclamped ratio ``g_j = pos_grad_j / (neg_grad_j + 1e-10)`` of the shared statistics
@@ -268,26 +266,10 @@ class EQLv2FocalLoss(GradientStatistics):
         f = torch.where(no_evidence, torch.ones_like(f), f)  # f(+inf) = 1
         return 1.0 + self.eqlv2_alpha * (1.0 - f), f
 
-    def forward(
-        self,
-        logits: torch.Tensor,
-        gt_classes: torch.Tensor,
-        normalizer: float | torch.Tensor,
-    ) -> torch.Tensor:
-        """Same arguments and return value as :meth:`EqualizedFocalLoss.forward`."""
-        norm = _check_inputs(logits, gt_classes, normalizer, self.num_classes, type(self).__name__)
-        self._begin_forward()
-        pos_a, neg_a = _alpha_weights(self.alpha, self.num_classes, logits.device)
+    def element_parameters(self, device):
+        pos_a, neg_a = _alpha_weights(self.alpha, self.num_classes, device)
         pos_q, neg_r = self.eqlv2_weights()
-        return focal_family_loss(
-            logits,
-            gt_classes.long(),
-            gamma=self.gamma,
-            pos_weight=pos_a * pos_q,
-            neg_weight=neg_a * neg_r,
-            normalizer=norm,
-            statistics=self if self._collects(logits) else None,
-        )
+        return self.gamma, pos_a * pos_q, neg_a * neg_r
 
     def category_statistics(self) -> dict[str, torch.Tensor]:
         pos_w, neg_w = self.eqlv2_weights()
