@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "projects", "mini_lvis_study", "run_study.py")
 
@@ -113,3 +115,26 @@ def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
     assert focal["seeds"] == [0, 1] and set(focal["per_seed"]) == {"0", "1"}
     assert math.isfinite(focal["AP"]["mean"]) and math.isfinite(focal["AP"]["std"])
     assert "± " in (res_dir / "results.md").read_text()
+
+    # Reproducible: focal seed 0 retrained from scratch elsewhere, alone (--jobs 1) instead of
+    # beside other runs, ends with bit-identical weights and the same metrics.
+    rerun = tmp_path / "rerun"
+    _study(
+        ["--variants", "focal", "--seeds", "1", "--jobs", "1", "--output-dir", str(rerun),
+         "--results-dir", str(tmp_path / "rerun_results")],
+        env_with_datasets,
+        tmp_path,
+    )  # fmt: skip
+    first = torch.load(
+        tmp_path / "runs" / "focal" / "seed0" / "model_final.pth", weights_only=False
+    )
+    again = torch.load(rerun / "focal" / "seed0" / "model_final.pth", weights_only=False)
+    assert first["model"].keys() == again["model"].keys()
+    for k, v in first["model"].items():
+        assert torch.equal(v, again["model"][k]), k
+    first_res, again_res = (
+        json.loads((d / "focal" / "seed0" / "study_result.json").read_text())
+        for d in (tmp_path / "runs", rerun)
+    )
+    assert first_res["metrics"] == again_res["metrics"]
+    assert first_res["threads"] == again_res["threads"] == "1"

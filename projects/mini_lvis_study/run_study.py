@@ -12,6 +12,10 @@ Examples (from the repository root):
     .venv/bin/python projects/mini_lvis_study/run_study.py --mode quick   # all variants, 1 seed
     .venv/bin/python projects/mini_lvis_study/run_study.py --mode full    # focal vs EFL, 3 seeds
 
+Each run is a ``tools/train_net.py`` subprocess with 1 torch thread (``--threads``), two of them
+side by side (``--jobs``). A run's result is bit-identical for a fixed thread count (same machine
+kind and torch build), so rerunning a mode reproduces its committed table exactly.
+
 Modes (``--seeds``, ``--variants``, ``--max-iter``, ``--image-size`` override them):
 
 - ``quick``: every variant (focal, EFL s=8, WF only, FF only, EQLv2&Focal, s in {0,2,4,8,12}),
@@ -25,6 +29,7 @@ whose s = 0 row is the baseline), so it reports the ``focal`` runs; ``efl_s8`` i
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -326,12 +331,16 @@ def train_one(
                 eta = line.split("eta: ", 1)[1].split()[0] if "eta: " in line else "?"
                 loss = line.split("total_loss: ", 1)[1].split()[0] if "total_loss:" in line else "?"
                 print(
-                    f"          iter {int(p[0]) + 1}/{plan.max_iter}  total_loss {loss}  "
+                    f"          {variant} seed {seed} iter {int(p[0]) + 1}/{plan.max_iter}  "
+                    f"total_loss {loss}  "
                     f"eta {eta}  ({time.time() - t0:.0f} s)",
                     flush=True,
                 )
             elif "Start inference" in line:
-                print(f"          evaluating ({time.time() - t0:.0f} s)", flush=True)
+                print(
+                    f"          {variant} seed {seed} evaluating ({time.time() - t0:.0f} s)",
+                    flush=True,
+                )
         rc = proc.wait()
     wall = time.time() - t0
     if rc != 0:
@@ -417,6 +426,7 @@ def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dic
         entry["per_category_ap"] = per_cat
         entry["wall_s"] = [r["wall_s"] for r in rs]
         entry["median_iter_s"] = [r.get("median_iter_s") for r in rs]
+        entry["threads"] = [r.get("threads") for r in rs]
         table[v] = entry
     return {
         "mode": plan.mode,
@@ -475,9 +485,11 @@ def markdown(summary: dict) -> str:
         (
             f"Conditions: {c.get('cpu_count')} CPU cores; the runs' own wall times (training "
             f"+ evaluation, as each run measured them) add up to "
-            f"{c.get('runs_wall_s', 0) / 60:.1f} min. This invocation: torch threads "
-            f"{c.get('torch_threads')}, load average at start {c.get('loadavg_start')} / end "
-            f"{c.get('loadavg_end')}, {c.get('wall_s', 0) / 60:.1f} min for "
+            f"{c.get('runs_wall_s', 0) / 60:.1f} min, trained with "
+            f"{'/'.join(c.get('run_threads', ['?']))} torch thread(s) per run. This invocation: "
+            f"{c.get('jobs', 1)} run(s) side by side, load average at start "
+            f"{c.get('loadavg_start')} / end {c.get('loadavg_end')}, "
+            f"{c.get('wall_s', 0) / 60:.1f} min for "
             f"{c.get('runs_trained')} trained run(s) ({c.get('runs_skipped')} reused)."
         ),
     ]
@@ -600,6 +612,34 @@ def _loadavg() -> str:
         return "?"
 
 
+def run_all(plan, ds, todo, out_root, env, jobs, t0) -> dict[tuple[str, int], dict]:
+    """Train (or reuse) every (variant, seed) of ``todo``, ``jobs`` at a time.
+
+    Runs are independent subprocesses with a pinned thread count, so their results do not depend
+    on ``jobs``. If a run fails, no new run starts, the ones in flight finish (and are kept), and
+    the first error is raised.
+    """
+    results: dict[tuple[str, int], dict] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            pool.submit(train_one, plan, ds, v, s, out_root, env, f"[{i + 1}/{len(todo)}]"): (v, s)
+            for i, (v, s) in enumerate(todo)
+        }
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                results[futures[fut]] = fut.result()
+                print(
+                    f"[study] {len(results)}/{len(todo)} run(s) done, elapsed "
+                    f"{(time.time() - t0) / 60:.1f} min",
+                    flush=True,
+                )
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return results
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -621,9 +661,18 @@ def parse_args(argv=None):
     p.add_argument(
         "--threads",
         type=int,
-        help="OMP/MKL threads per training process (default: torch's choice, all "
-        "cores). Use 1 when other jobs share the CPU: oversubscribed OpenMP threads "
-        "slow training by an order of magnitude",
+        default=1,
+        help="torch (OMP/MKL) threads per training process (default 1). A run is "
+        "bit-reproducible for a fixed thread count, not across thread counts, and the "
+        "committed tables were made with 1",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="runs trained side by side (default: 2, or 1 on a 1-core machine). Keep "
+        "jobs x threads <= cores: oversubscribed OpenMP threads slow training by an order "
+        "of magnitude",
     )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
@@ -667,8 +716,9 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     env.update(DETECTRON2_DATASETS=ds["root"], PYTHONWARNINGS="ignore")
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    if args.threads:
-        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.threads < 1 or args.jobs < 1:
+        raise SystemExit("--threads and --jobs must be >= 1")
+    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
     trained = plan.trained_variants()
     todo = [(v, s) for v in trained for s in plan.seeds]
@@ -678,19 +728,19 @@ def main(argv=None) -> int:
         f"runs in {out_root}",
         flush=True,
     )
-    runs: dict[str, list[dict]] = {v: [] for v in trained}
-    n_skipped = 0
-    for i, (v, s) in enumerate(todo):
-        was_done = os.path.isfile(os.path.join(run_dir(out_root, v, s), RESULT_FILE))
-        runs[v].append(train_one(plan, ds, v, s, out_root, env, f"[{i + 1}/{len(todo)}]"))
-        n_skipped += was_done
-        print(f"[study] elapsed {(time.time() - t0) / 60:.1f} min", flush=True)
+    n_skipped = sum(
+        os.path.isfile(os.path.join(run_dir(out_root, v, s), RESULT_FILE)) for v, s in todo
+    )
+    results = run_all(plan, ds, todo, out_root, env, args.jobs, t0)
+    runs: dict[str, list[dict]] = {v: [results[(v, s)] for s in plan.seeds] for v in trained}
 
     import torch
 
     conditions = {
         "cpu_count": os.cpu_count(),
-        "torch_threads": args.threads or torch.get_num_threads(),
+        "torch_threads": args.threads,
+        "jobs": args.jobs,
+        "run_threads": sorted({str(r.get("threads", "?")) for rs in runs.values() for r in rs}),
         "loadavg_start": load0,
         "loadavg_end": _loadavg(),
         "wall_s": time.time() - t0,
