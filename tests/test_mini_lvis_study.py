@@ -65,6 +65,8 @@ def _study(args, env, tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    # the last line printed: nothing may swallow the progress output (runs end in parallel)
+    assert "[study] wrote " in proc.stdout, proc.stdout[-4000:]
     return proc.stdout
 
 

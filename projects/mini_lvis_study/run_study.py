@@ -231,12 +231,10 @@ def per_category_ap(results_json: str, gt_json: str) -> dict[int, float]:
         return {c: float("nan") for c in gt.get_cat_ids()}
     ev = LVISEval(gt, LVISResults(gt, dets, max_dets=300), iou_type="bbox")
     ev.params.max_dets = 300
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        ev.evaluate()
-        ev.accumulate()
+    # evaluate() and accumulate() only log (at INFO, below lvis's WARN level). No stdout
+    # redirection here: it is process-wide, and runs are post-processed in parallel threads.
+    ev.evaluate()
+    ev.accumulate()
     prec = ev.eval["precision"]  # [T, R, K, A]
     out = {}
     for k, cat_id in enumerate(ev.params.cat_ids):
