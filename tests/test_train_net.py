@@ -13,10 +13,17 @@ from efl_d2.engine import GradientClipHook, apply_overrides_strict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
+
+
 def _run(args, env, timeout=600):
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools/train_net.py"), *args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
@@ -34,9 +41,19 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
         "dataloader.test.mapper.augmentations.0.short_edge_length=96",
     ]
     log = _run(
-        ["--config-file", CONFIG, "--num-gpus", "2", "--dist-url", "auto",
-         *common, "train.max_iter=3", "train.checkpointer.period=2", "train.clip_grad=35",
-         f"train.output_dir={out}"],
+        [
+            "--config-file",
+            CONFIG,
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            "auto",
+            *common,
+            "train.max_iter=3",
+            "train.checkpointer.period=2",
+            "train.clip_grad=35",
+            f"train.output_dir={out}",
+        ],
         env_with_datasets,
     )
     assert "World size: 2" in log
@@ -48,15 +65,29 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     assert "efl_d2 summary" in log and "APr" in log and "model_final.pth" in log
 
     log = _run(
-        ["--config-file", CONFIG, "--eval-only", *common, "train.device=cuda",
-         f"train.init_checkpoint={out / 'model_final.pth'}", f"train.output_dir={tmp_path / 'ev'}"],
+        [
+            "--config-file",
+            CONFIG,
+            "--eval-only",
+            *common,
+            "train.device=cuda",
+            f"train.init_checkpoint={out / 'model_final.pth'}",
+            f"train.output_dir={tmp_path / 'ev'}",
+        ],
         env_with_datasets,
     )
     assert "APc" in log and "CUDA is not available" in log
 
     # --resume continues from the last checkpoint (iteration 3) instead of starting over
     log = _run(
-        ["--config-file", CONFIG, "--resume", *common, "train.max_iter=4", f"train.output_dir={out}"],
+        [
+            "--config-file",
+            CONFIG,
+            "--resume",
+            *common,
+            "train.max_iter=4",
+            f"train.output_dir={out}",
+        ],
         env_with_datasets,
     )
     assert "Starting training from iteration 3" in log

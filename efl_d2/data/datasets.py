@@ -99,20 +99,18 @@ def ensure_mini_lvis(root: str | None = None, **generator_kwargs) -> str:
     from . import mini_lvis
 
     root = root if root is not None else datasets_root()
-    mini_lvis.ensure_mini_lvis(root, progress=lambda msg: print(msg, flush=True),
-                               **generator_kwargs)
+    mini_lvis.ensure_mini_lvis(
+        root, progress=lambda msg: print(msg, flush=True), **generator_kwargs
+    )
     register_mini_lvis(root)
     return root
 
 
 def _check_files(name: str, json_file: str, image_root: str) -> None:
-    hint = (
-        f"Datasets are looked up under $DETECTRON2_DATASETS (now {datasets_root()!r}). "
-        + (
-            "Generate mini-LVIS with `python -m efl_d2.data.mini_lvis --root <datasets root>`."
-            if name in MINI_LVIS_SPLITS
-            else "See README.md, 'Using real LVIS v1', for the expected layout."
-        )
+    hint = f"Datasets are looked up under $DETECTRON2_DATASETS (now {datasets_root()!r}). " + (
+        "Generate mini-LVIS with `python -m efl_d2.data.mini_lvis --root <datasets root>`."
+        if name in MINI_LVIS_SPLITS
+        else "See README.md, 'Using real LVIS v1', for the expected layout."
     )
     if not os.path.isfile(json_file):
         raise FileNotFoundError(

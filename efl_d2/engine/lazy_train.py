@@ -48,8 +48,11 @@ def apply_overrides_strict(cfg, overrides: list[str]):
         close = difflib.get_close_matches(leaf, keys, n=3)
         raise KeyError(
             f"Unknown config key {key!r} in override {o.input_line!r}."
-            + (f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
-               if close else "")
+            + (
+                f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
+                if close
+                else ""
+            )
             + f" Keys under {parent or '<root>'!r}: {sorted(keys)}. Use '+{key}=...' to add a key."
         )
     return LazyConfig.apply_overrides(cfg, overrides)
@@ -79,7 +82,9 @@ def format_lvis_ap(results: dict) -> str:
     lines = [f"{'task':<6}" + "".join(f"{c:>8}" for c in cols)]
     for task, metrics in results.items():
         if isinstance(metrics, dict):
-            lines.append(f"{task:<6}" + "".join(f"{metrics.get(c, float('nan')):>8.2f}" for c in cols))
+            lines.append(
+                f"{task:<6}" + "".join(f"{metrics.get(c, float('nan')):>8.2f}" for c in cols)
+            )
     return "\n".join(lines)
 
 

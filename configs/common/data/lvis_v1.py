@@ -17,7 +17,9 @@ dataloader.train = L(build_rfs_train_loader)(
         is_train=True,
         augmentations=[
             L(T.ResizeShortestEdge)(
-                short_edge_length=(640, 672, 704, 736, 768, 800), sample_style="choice", max_size=1333
+                short_edge_length=(640, 672, 704, 736, 768, 800),
+                sample_style="choice",
+                max_size=1333,
             ),
             L(T.RandomFlip)(horizontal=True),
         ],
