@@ -50,6 +50,7 @@ setup(
             "nbformat",
             "ipykernel",
             "tensorboard",
+            "scikit-learn",  # reference for PAA's Gaussian-mixture fit in tests
         ],
     },
 )

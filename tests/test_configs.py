@@ -112,14 +112,26 @@ def test_row_config_matches_the_rows_meaning(row):
         or (row.table == 6 and "Baseline" not in label)
         or label.endswith("RetinaNet")
     ):
-        expected = {"RetinaNet": "PluggableRetinaNet", "FCOS*": "PluggableFCOS", "ATSS": "ATSS"}
+        expected = {
+            "RetinaNet": "PluggableRetinaNet",
+            "FCOS*": "PluggableFCOS",
+            "ATSS": "ATSS",
+            "PAA": "PAA",
+        }
         assert (
             detector
             == expected[label.split()[-1] if label.endswith("RetinaNet") else label.split()[0]]
         )
         assert kind == ("eqlv2" if "EQLv2" in label else "efl" if "EFL" in label else "focal")
-        if detector != "ATSS":  # the paper trains RetinaNet and FCOS* with the stabilized settings
+        if detector in ("PluggableRetinaNet", "PluggableFCOS"):  # trained with STS (Sec. 4.3)
             assert cfg.train.clip_grad == 35.0 and warmup_iters == 6000
+        elif detector == "PAA":  # one anchor, IoU >= 0.1 candidates, 9 per level, IoU branch
+            assert m.quality == "iou" and m.topk == 9 and m.score_voting
+            assert m.initial_matcher.thresholds == [0.1] and m.initial_matcher.labels == [0, 1]
+            assert m.anchor_generator.sizes == [[8 * s] for s in STRIDES]
+            assert m.head.num_anchors == 1 and "anchor_matcher" not in m
+            assert (m.box_loss_weight, m.quality_loss_weight) == (1.3, 0.5)
+            assert cfg.train.clip_grad == 0 and warmup_iters == 1000
         else:  # Table 1 ATSS is the original one
             assert m.quality == "centerness" and m.anchor_matcher.topk == 9
             assert (

@@ -15,7 +15,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from efl_d2.losses import EqualizedFocalLoss
-from efl_d2.modeling import ATSS, ATSSMatcher, PluggableFCOS, PluggableRetinaNet, add_atss_config
+from efl_d2.modeling import (
+    ATSS,
+    PAA,
+    ATSSMatcher,
+    PluggableFCOS,
+    PluggableRetinaNet,
+    add_atss_config,
+)
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "common", "models")
 HW = (160, 192)  # P7 is 2x2: GroupNorm(32) on 32 channels needs > 1 value per group
@@ -146,6 +153,21 @@ def test_atss_yacs_build_model():
     model = build_model(cfg)
     assert model.cls_loss is None and model.quality == "centerness"
     assert model.anchor_generator.num_cell_anchors == [1] * 5 and model.head.num_anchors == 1
+
+
+def test_paa_yacs_build_model():
+    cfg = _yacs_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "PAA"
+    cfg.MODEL.ATSS.ANCHOR_SCALES = [8]
+    cfg.MODEL.PAA.TOPK = 5
+    cfg.MODEL.PAA.IOU_THRESHOLD = 0.2
+    model = build_model(cfg)
+    assert isinstance(model, PAA) and model.topk == 5 and model.score_voting
+    assert model.initial_matcher.thresholds[1:-1] == [0.2] and model.anchor_matcher is None
+    with EventStorage():
+        losses = model(batch())
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_iou"}
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
 def test_unknown_cls_loss_name_is_a_clear_error():

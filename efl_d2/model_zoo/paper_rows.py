@@ -30,6 +30,8 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     _R(1, "RetinaNet + EQLv2&Focal", "LVIS/retinanet_R50_2x_eqlv2.py", 20.5, 12.6, 19.2, 25.4),
     _R(1, "FCOS*", "LVIS/fcos_R50_2x_focal.py", 22.6, 12.7, 20.9, 28.9),
     _R(1, "FCOS* + EQLv2&Focal", "LVIS/fcos_R50_2x_eqlv2.py", 23.0, 14.1, 21.3, 28.7),
+    _R(1, "PAA", "LVIS/paa_R50_2x_focal.py", 23.7, 14.2, 21.6, 30.2),
+    _R(1, "PAA + EQLv2&Focal", "LVIS/paa_R50_2x_eqlv2.py", 24.1, 16.5, 22.1, 29.8),
     _R(1, "ATSS", "LVIS/atss_R50_2x_focal.py", 24.7, 13.7, 23.4, 31.1),
     _R(1, "ATSS + EQLv2&Focal", "LVIS/atss_R50_2x_eqlv2.py", 25.2, 15.0, 24.3, 30.8),
     _R(1, "Faster R-CNN", "LVIS/faster_rcnn_R50_2x.py", 24.1, 14.7, 22.2, 30.5),
@@ -65,6 +67,8 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     _R(6, "RetinaNet + EFL", "LVIS/retinanet_R50_2x_efl.py", 20.5, 15.2, 18.6, 24.8),
     _R(6, "FCOS*", "LVIS/fcos_R50_2x_focal.py", 22.6, 12.7, 20.9, 28.9),
     _R(6, "FCOS* + EFL", "LVIS/fcos_R50_2x_efl.py", 23.4, 14.9, 21.9, 28.7),
+    _R(6, "PAA", "LVIS/paa_R50_2x_focal.py", 23.7, 14.2, 21.6, 30.2),
+    _R(6, "PAA + EFL", "LVIS/paa_R50_2x_efl.py", 25.6, 19.8, 23.8, 30.2),
     _R(6, "Baseline†", _BASE, 25.7, 14.3, 23.8, 32.7),
     _R(6, "Baseline† + EFL", _EFL, 27.5, 20.2, 26.1, 32.4),
 )

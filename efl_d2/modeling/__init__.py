@@ -1,7 +1,8 @@
 """Detectors of efl_d2: the ATSS meta-architecture (improved-baseline options of the EFL paper),
-its head and assigner, and detectron2's RetinaNet/FCOS with a pluggable classification loss.
+its head and assigner, PAA (ATSS with probabilistic anchor assignment), and detectron2's
+RetinaNet/FCOS with a pluggable classification loss.
 
-Importing this package registers ``ATSS`` and ``PluggableRetinaNet`` in detectron2's
+Importing this package registers ``ATSS``, ``PAA`` and ``PluggableRetinaNet`` in detectron2's
 ``META_ARCH_REGISTRY`` (yacs: call :func:`add_atss_config` on the config first).
 Deliberate differences from the official EFL code: ``efl_d2/modeling/README.md``.
 """
@@ -9,10 +10,12 @@ Deliberate differences from the official EFL code: ``efl_d2/modeling/README.md``
 from .atss import ATSS, ATSSHead
 from .atss_matcher import ATSSMatcher
 from .config import add_atss_config, build_cls_loss
+from .paa import PAA
 from .pluggable import PluggableFCOS, PluggableRetinaNet
 
 __all__ = [
     "ATSS",
+    "PAA",
     "ATSSHead",
     "ATSSMatcher",
     "PluggableFCOS",

@@ -419,12 +419,16 @@ class ATSS(DenseDetector):
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):
             scores = [
-                x[img_idx].sigmoid() * q[img_idx].sigmoid()  # (A_l, C) * (A_l, 1)
+                self.predict_scores(x[img_idx], q[img_idx])
                 for x, q in zip(pred_logits, pred_quality)
             ]
             deltas = [x[img_idx] for x in pred_deltas]
             results.append(self.inference_single_image(anchors, scores, deltas, image_size))
         return results
+
+    def predict_scores(self, logits: Tensor, quality: Tensor) -> Tensor:
+        """(A, C) class logits and (A, 1) quality logits -> (A, C) scores sigmoid(cls) * sigmoid(q)."""
+        return logits.sigmoid() * quality.sigmoid()
 
     def _decode_per_level_predictions(
         self,
@@ -476,6 +480,27 @@ class ATSS(DenseDetector):
         Returns:
             Instances with pred_boxes, scores, pred_classes, sorted by decreasing score.
         """
+        return self.nms(self.pre_nms_candidates(anchors, scores, deltas, image_size))
+
+    def nms(self, candidates: Instances) -> Instances:
+        """Class-aware NMS at ``test_nms_thresh``; the best ``max_detections_per_image``."""
+        keep = batched_nms(
+            candidates.pred_boxes.tensor,
+            candidates.scores,
+            candidates.pred_classes,
+            self.test_nms_thresh,
+        )
+        return candidates[keep[: self.max_detections_per_image]]
+
+    def pre_nms_candidates(
+        self,
+        anchors: list[Boxes],
+        scores: list[Tensor],
+        deltas: list[Tensor],
+        image_size: tuple[int, int],
+    ) -> Instances:
+        """The decoded, clipped (anchor, class) candidates of all levels that NMS sees (same
+        arguments as :meth:`inference_single_image`)."""
         per_level = [
             # Official pre-NMS cap: top-min(k, #anchors of the level) (anchor, class) pairs.
             self._decode_per_level_predictions(
@@ -490,7 +515,4 @@ class ATSS(DenseDetector):
         ]
         pred = Instances.cat(per_level)
         pred.pred_boxes.clip(image_size)  # as the official code, before NMS
-        keep = batched_nms(
-            pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh
-        )
-        return pred[keep[: self.max_detections_per_image]]
+        return pred

@@ -21,8 +21,9 @@ __all__ = ["add_atss_config", "build_cls_loss", "register_meta_arch"]
 
 def add_atss_config(cfg: CN) -> CN:
     """
-    Add ``MODEL.ATSS`` (the ATSS meta-architecture) and ``MODEL.CLS_LOSS`` (the pluggable
-    classification loss of ATSS and PluggableRetinaNet) to a detectron2 config, in place.
+    Add ``MODEL.ATSS`` (the ATSS meta-architecture), ``MODEL.PAA`` (PAA's own options) and
+    ``MODEL.CLS_LOSS`` (the pluggable classification loss of ATSS, PAA and PluggableRetinaNet)
+    to a detectron2 config, in place.
     Defaults are the paper's improved baseline except the class count (COCO's 80).
     """
     _C = cfg
@@ -51,6 +52,14 @@ def add_atss_config(cfg: CN) -> CN:
     _C.MODEL.ATSS.SCORE_THRESH_TEST = 0.0
     _C.MODEL.ATSS.TOPK_CANDIDATES_TEST = 6000
     _C.MODEL.ATSS.NMS_THRESH_TEST = 0.5
+
+    # PAA (meta-architecture "PAA"): the MODEL.ATSS options plus its assignment and voting.
+    # Its configs also set BBOX_REG_WEIGHTS (10, 10, 5, 5), BOX_LOSS_WEIGHT 1.3,
+    # QUALITY_LOSS_WEIGHT 0.5, ANCHOR_SCALES [8], NMS_THRESH_TEST 0.6.
+    _C.MODEL.PAA = CN()
+    _C.MODEL.PAA.IOU_THRESHOLD = 0.1  # candidates: IoU >= this with their best GT
+    _C.MODEL.PAA.TOPK = 9  # candidates per GT and level kept for the mixture fit
+    _C.MODEL.PAA.SCORE_VOTING = True
 
     # NAME: a class of efl_d2.losses (e.g. "EqualizedFocalLoss"), built as
     # NAME(num_classes, **{lowercased other keys}); "" = the meta-arch's built-in focal loss.
