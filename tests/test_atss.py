@@ -469,23 +469,29 @@ def test_inference_end_to_end_caps_sorts_and_rescales():
 # --------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("quality", ["iou", "centerness"])
-def test_training_steps_reduce_the_loss_on_a_fixed_batch(quality):
-    efl = EqualizedFocalLoss(4)
-    model = make_atss(num_classes=4, cls_loss=efl, quality=quality)
-    batch = make_batch()  # the second image has no annotations
+def train_on_fixed_batch(model, loss_keys, steps=10):
+    """SGD steps on make_batch() (its second image has no annotations); the total losses."""
+    batch = make_batch()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     totals = []
     with EventStorage():
-        for _ in range(10):
+        for _ in range(steps):
             losses = model(batch)
-            assert set(losses) == {"loss_cls", "loss_box_reg", f"loss_{quality}"}
+            assert set(losses) == loss_keys
             total = sum(losses.values())
             assert torch.isfinite(total)
             optimizer.zero_grad()
             total.backward()
             optimizer.step()
             totals.append(total.item())
+    return totals
+
+
+@pytest.mark.parametrize("quality", ["iou", "centerness"])
+def test_training_steps_reduce_the_loss_on_a_fixed_batch(quality):
+    efl = EqualizedFocalLoss(4)
+    model = make_atss(num_classes=4, cls_loss=efl, quality=quality)
+    totals = train_on_fixed_batch(model, {"loss_cls", "loss_box_reg", f"loss_{quality}"})
     # Single steps are noisy (SGD on one batch); compare the ends of the run.
     assert sum(totals[-3:]) < 0.8 * sum(totals[:3]), totals
     assert efl.pos_grad[[1, 3]].min() > 0 and efl.pos_grad[[0, 2]].max() == 0
