@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +47,15 @@ RESULT_FILE = "study_result.json"  # a run's final results file: its presence me
 METRICS = ("AP", "APr", "APc", "APf")
 GROUPS = ("r", "c", "f")
 GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+_SAY_LOCK = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one progress line at once: runs report from parallel threads, and print() writes
+    the text and its newline separately, so two lines could interleave."""
+    with _SAY_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 @dataclass(frozen=True)
@@ -147,7 +157,7 @@ def prepare_dataset(root: str) -> dict:
     from efl_d2.data import mini_lvis as ml
 
     if not ml.is_complete(root):
-        print(f"[study] building the default mini-LVIS under {root} ...", flush=True)
+        say(f"[study] building the default mini-LVIS under {root} ...")
         ensure_mini_lvis(root)
     paths = ml.mini_lvis_paths(root)
     meta = ml.load_meta(paths)
@@ -287,10 +297,9 @@ def train_one(
                 f"{done} was made with other settings than this study's (config, overrides or "
                 "dataset). Use another --output-dir, or delete that run to redo it."
             )
-        print(
+        say(
             f"[study] {tag} {variant} seed {seed}: finished before, skipped "
             f"(AP {res['metrics']['AP']:.2f}, APr {res['metrics']['APr']:.2f})",
-            flush=True,
         )
         return res
 
@@ -304,9 +313,8 @@ def train_one(
         os.path.join(CONFIGS, VARIANTS[variant].config),
         *run_overrides(plan, ds, variant, seed, out),
     ]
-    print(
+    say(
         f"[study] {tag} {variant} seed {seed}: training {plan.max_iter} iterations -> {out}",
-        flush=True,
     )
     t0 = time.time()
     with open(os.path.join(out, "study_run.log"), "w") as log:
@@ -328,16 +336,14 @@ def train_one(
                 p = line.split(" iter: ", 1)[1].split()
                 eta = line.split("eta: ", 1)[1].split()[0] if "eta: " in line else "?"
                 loss = line.split("total_loss: ", 1)[1].split()[0] if "total_loss:" in line else "?"
-                print(
+                say(
                     f"          {variant} seed {seed} iter {int(p[0]) + 1}/{plan.max_iter}  "
                     f"total_loss {loss}  "
                     f"eta {eta}  ({time.time() - t0:.0f} s)",
-                    flush=True,
                 )
             elif "Start inference" in line:
-                print(
+                say(
                     f"          {variant} seed {seed} evaluating ({time.time() - t0:.0f} s)",
-                    flush=True,
                 )
         rc = proc.wait()
     wall = time.time() - t0
@@ -375,10 +381,9 @@ def train_one(
         json.dump(res, f)
     os.replace(done + ".tmp", done)
     m = res["metrics"]
-    print(
+    say(
         f"[study] {tag} {variant} seed {seed}: done in {wall:.0f} s  AP {m['AP']:.2f}  "
         f"APr {m['APr']:.2f}  APc {m['APc']:.2f}  APf {m['APf']:.2f}",
-        flush=True,
     )
     return res
 
@@ -626,10 +631,9 @@ def run_all(plan, ds, todo, out_root, env, jobs, t0) -> dict[tuple[str, int], di
         try:
             for fut in concurrent.futures.as_completed(futures):
                 results[futures[fut]] = fut.result()
-                print(
+                say(
                     f"[study] {len(results)}/{len(todo)} run(s) done, elapsed "
                     f"{(time.time() - t0) / 60:.1f} min",
-                    flush=True,
                 )
         except BaseException:
             for f in futures:
@@ -720,11 +724,10 @@ def main(argv=None) -> int:
 
     trained = plan.trained_variants()
     todo = [(v, s) for v in trained for s in plan.seeds]
-    print(
+    say(
         f"[study] mode {plan.mode}: {len(trained)} trained variant(s) x {len(plan.seeds)} "
         f"seed(s) = {len(todo)} run(s), {plan.max_iter} iterations at {plan.image_size} px; "
         f"runs in {out_root}",
-        flush=True,
     )
     n_skipped = sum(
         os.path.isfile(os.path.join(run_dir(out_root, v, s), RESULT_FILE)) for v, s in todo
@@ -756,10 +759,9 @@ def main(argv=None) -> int:
         f.write(md)
     files = [] if args.no_plots else plots(summary, runs, res_dir)
     print("\n" + md)
-    print(
+    say(
         f"[study] wrote {res_dir}/results.md, results.json"
         + (", " + ", ".join(os.path.basename(f) for f in files) if files else ""),
-        flush=True,
     )
     return 0
 
