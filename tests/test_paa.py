@@ -21,10 +21,11 @@ from test_atss import (
     make_batch,
     train_on_fixed_batch,
 )
+from torch.nn import functional as F
 
 from efl_d2.losses import EqualizedFocalLoss
 from efl_d2.modeling import PAA, ATSSHead
-from efl_d2.modeling.paa import fit_two_gaussians, score_voting
+from efl_d2.modeling.paa import fit_two_gaussians, score_voting, summed_focal_loss
 
 
 def sklearn_paa_fit(costs):
@@ -154,6 +155,24 @@ def test_select_positives_without_candidates():
     model = make_paa()
     empty = torch.zeros(0, dtype=torch.int64)
     assert model.select_positives(torch.zeros(0), empty, empty, 3).shape == (0,)
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 22])
+def test_summed_focal_loss_equals_focal_loss_summed_over_classes(chunk):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 7, generator=gen, dtype=torch.float64) * 4
+    gt_classes = torch.randint(7, (50,), generator=gen)
+    # Focal loss with a one-hot target, element by element, in float64.
+    y = F.one_hot(gt_classes, 7).double()
+    p = logits.sigmoid()
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = 0.25 * y + 0.75 * (1 - y)
+    expected = (-alpha_t * (1 - p_t) ** 2 * p_t.log()).sum(1)
+    got = summed_focal_loss(logits, gt_classes, alpha=0.25, gamma=2.0, max_chunk_elements=chunk)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+    empty = summed_focal_loss(torch.zeros(0, 7), torch.zeros(0, dtype=torch.int64))
+    assert empty.shape == (0,)
 
 
 def test_assignment_cost_is_summed_focal_plus_weighted_giou():

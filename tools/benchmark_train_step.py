@@ -1,16 +1,19 @@
 #!/usr/bin/env python
-"""Training-step cost of ATSS + EFL against detectron2's FCOS + focal loss, and of the assigner.
+"""Training-step cost of ATSS + EFL and PAA + EFL against detectron2's FCOS + focal loss, and of
+their assigners.
 
 Measures in one process, on the same synthetic inputs, the same backbone/FPN and head width:
 
 1. one training step (forward, backward, SGD update) of detectron2's FCOS with its sigmoid focal
-   loss (the baseline) and of ATSS + Equalized Focal Loss (configs/common/models/atss.py), both
-   with C classes on the same feature maps (ATSS has 2 anchors per location, FCOS 1 point);
-2. label assignment alone (``label_anchors``: matching + target gathering) of both detectors on
-   one LVIS-size image (padded 832x1344: 46,564 ATSS anchors) with 800 GT boxes;
-3. the share of ATSS's label assignment inside its own training step.
+   loss (the baseline), of ATSS + Equalized Focal Loss (configs/common/models/atss.py) and of
+   PAA + EFL (configs/common/models/paa.py), all with C classes on the same feature maps (ATSS
+   has 2 anchors per location, PAA 1 anchor, FCOS 1 point);
+2. label assignment alone (``label_anchors``: matching + target gathering) of each detector on
+   one LVIS-size image (padded 832x1344: 46,564 ATSS anchors) with 800 GT boxes (PAA's from
+   random low-score predictions, as its assignment depends on them);
+3. the share of each detector's label assignment inside its own training step.
 
-Time: the two models alternate step by step (so load from other processes hits both alike);
+Time: the models alternate step by step (so load from other processes hits both alike);
 median over ``--iters`` after one warm-up step each. Peak memory of one step: on CUDA the
 allocator's peak above what was allocated before the step; on CPU the growth of the process's
 resident-set high-water mark (reset through /proc/self/clear_refs, after returning freed heap
@@ -36,6 +39,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from efl_d2.modeling import PAA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRIDES = (8, 16, 32, 64, 128)
@@ -107,10 +112,16 @@ class Meter:
 # --------------------------------------------------------------------------- models and inputs
 
 
+EFL_MODELS = {
+    "ATSS + EFL": "configs/common/models/atss.py",
+    "PAA + EFL": "configs/common/models/paa.py",
+}
+
+
 def model_cfg(args, name: str):
-    """ATSS + EFL from configs/common/models/atss.py, or detectron2's FCOS (focal loss)."""
-    if name == "ATSS + EFL":
-        model = LazyConfig.load(os.path.join(REPO, "configs/common/models/atss.py")).model
+    """ATSS + EFL or PAA + EFL from configs/common/models/, or detectron2's FCOS (focal loss)."""
+    if name in EFL_MODELS:
+        model = LazyConfig.load(os.path.join(REPO, EFL_MODELS[name])).model
     else:
         model = get_config("common/models/fcos.py").model
         model.backbone.top_block.in_channels = "${..out_channels}"
@@ -161,6 +172,16 @@ class Case:
         self.assign_gt = [
             random_instances(gen, (h, w), args.assign_gts, args.num_classes, args.device)
         ]
+        # PAA assigns from the predictions: give it LVIS-like ones (low scores, small deltas).
+        num_anchors = sum(len(a) for a in self.anchors)
+        self.assign_predictions = (
+            [
+                torch.randn(1, num_anchors, args.num_classes, generator=gen).to(args.device) - 5,
+                0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
+            ]
+            if isinstance(self.model, PAA)
+            else []
+        )
         self.step_times, self.assign_times, self.in_step_assign_times = [], [], []
         self._wrap_label_anchors(Meter(args.device))
 
@@ -183,12 +204,12 @@ class Case:
 
     def assign(self):
         with torch.no_grad():
-            self._label_anchors(self.anchors, self.assign_gt)
+            self._label_anchors(self.anchors, self.assign_gt, *self.assign_predictions)
 
 
 def run(args):
     meter = Meter(args.device)
-    cases = [Case(args, "FCOS + focal loss"), Case(args, "ATSS + EFL")]
+    cases = [Case(args, name) for name in ("FCOS + focal loss", *EFL_MODELS)]
     results = {}
     with EventStorage():
         for case in cases:  # warm-up (allocator, first-call costs)
@@ -256,8 +277,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    import efl_d2.modeling  # noqa: F401  (registers ATSS; the config imports it as well)
-
     report(args, run(args))
 
 

@@ -22,14 +22,14 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from fvcore.nn import giou_loss, sigmoid_focal_loss
+from fvcore.nn import giou_loss
 from torch import Tensor
 from torch.nn import functional as F
 
 from .atss import ATSS
 from .config import register_meta_arch
 
-__all__ = ["PAA", "fit_two_gaussians", "score_voting"]
+__all__ = ["PAA", "fit_two_gaussians", "score_voting", "summed_focal_loss"]
 
 
 def _weighted_log_prob(x: Tensor, means: Tensor, variances: Tensor, log_weights: Tensor) -> Tensor:
@@ -111,6 +111,41 @@ def fit_two_gaussians(
             break
     log_prob = _weighted_log_prob(x, means, variances, log_weights)
     return log_prob.argmax(-1), log_prob.logsumexp(-1)
+
+
+@torch.no_grad()
+def summed_focal_loss(
+    logits: Tensor,
+    gt_classes: Tensor,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    max_chunk_elements: int = 1 << 22,
+) -> Tensor:
+    """
+    Per row, the sigmoid focal loss summed over classes with a one-hot target:
+    sum_c (1 - alpha) p_c^gamma softplus(z_c), with the target class's term replaced by
+    alpha (1 - p_y)^gamma softplus(-z_y) (p = sigmoid(z)). Computed in float32, in row chunks of at
+    most ``max_chunk_elements`` logits, without materialising the one-hot target: the PAA cost
+    of thousands of candidates x 1203 classes stays within a few small buffers.
+
+    Args:
+        logits: (P, C); gt_classes: (P,) int64 in [0, C).
+
+    Returns:
+        (P,) float32.
+    """
+    rows = max(1, max_chunk_elements // max(1, logits.shape[1]))
+    negatives = torch.cat(
+        [
+            (torch.sigmoid(z.float()).pow_(gamma) * F.softplus(z.float())).sum(1)
+            for z in logits.split(rows)  # an empty (0, C) tensor splits into one empty chunk
+        ]
+    )
+    z = logits.gather(1, gt_classes[:, None]).squeeze(1).float()
+    p = torch.sigmoid(z)
+    positive = alpha * (1 - p).pow(gamma) * F.softplus(-z)
+    return (1 - alpha) * (negatives - p.pow(gamma) * F.softplus(z)) + positive
 
 
 def _group_sort(groups: Tensor, costs: Tensor) -> tuple[Tensor, Tensor]:
@@ -283,14 +318,9 @@ class PAA(ATSS):
         Returns:
             (P,) sum_c focal(logit_c, onehot_c) + box_loss_weight * (1 - GIoU(decoded box, GT)).
         """
-        targets = F.one_hot(gt_classes, self.num_classes).to(torch.float32)
-        cls_cost = sigmoid_focal_loss(
-            logits.float(),
-            targets,
-            alpha=self.focal_loss_alpha,
-            gamma=self.focal_loss_gamma,
-            reduction="none",
-        ).sum(1)
+        cls_cost = summed_focal_loss(
+            logits, gt_classes, alpha=self.focal_loss_alpha, gamma=self.focal_loss_gamma
+        )
         pred_boxes = self.box2box_transform.apply_deltas(deltas.float(), anchors)
         box_cost = giou_loss(pred_boxes, gt_boxes.float(), reduction="none")
         return cls_cost + self.box_loss_weight * box_cost
