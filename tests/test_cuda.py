@@ -1,4 +1,5 @@
-"""The CUDA paths: the loss kernel, its statistics, ATSS and a whole AMP training run on the GPU.
+"""The CUDA paths: the loss kernel, its statistics, ATSS, PAA's assignment and a whole AMP
+training run on the GPU.
 
 Every test compares the GPU against an independent reference (float64 on the CPU, or the same
 model on the CPU). They need a CUDA device and are skipped without one (CI has none); on a GPU
@@ -12,8 +13,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import test_atss
+import test_paa
 import torch
 from detectron2.utils.events import EventStorage
 from test_loss_stats import VARIANTS, reference_run
@@ -189,6 +192,17 @@ def test_atss_losses_and_gradients_on_cuda_match_cpu(monkeypatch):
     torch.testing.assert_close(
         gpu_out.pred_boxes.tensor[:top], cpu_out.pred_boxes.tensor[:top], rtol=1e-3, atol=1e-2
     )
+
+
+def test_paa_mixture_fit_and_reassignment_on_cuda_match_cpu():
+    rng = np.random.default_rng(0)
+    costs = torch.tensor(rng.gamma(2.0, 1.0, 400), dtype=torch.float32)
+    gt_idxs = torch.tensor(rng.integers(0, 30, 400))
+    levels = torch.tensor(rng.integers(0, 5, 400))
+    model = test_paa.make_paa()
+    cpu = model.select_positives(costs, gt_idxs, levels, 30)
+    gpu = model.cuda().select_positives(costs.cuda(), gt_idxs.cuda(), levels.cuda(), 30)
+    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu) and cpu.any()
 
 
 @pytest.mark.parametrize("precision", ["float16", "bfloat16"])
