@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +108,19 @@ def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
     efl_run = json.loads((tmp_path / "runs" / "efl" / "seed0" / "study_result.json").read_text())
     assert "efl/gamma_r" in efl_run["efl_trace"]
     assert len(efl_run["loss_buffers"]["pos_neg"]) == n_cats
+    # The gradient-statistics table: EFL's and EQLv2's final ratios, from model_final.pth.
+    buffers = torch.load(
+        tmp_path / "runs" / "efl" / "seed0" / "model_final.pth", weights_only=False
+    )["model"]
+    ratio = buffers["cls_loss.pos_grad"].double() / (buffers["cls_loss.neg_grad"].double() + 1e-10)
+    rare = [i for i, c in enumerate(summary["dataset"]["categories"]) if c["frequency"] == "r"]
+    stats = summary["variants"]["efl"]["loss_statistics"]["0"]["r"]
+    assert stats["ratio_min"] == pytest.approx(ratio[rare].min().item(), rel=1e-6)
+    assert stats["ratio_median"] == pytest.approx(ratio[rare].quantile(0.5).item(), rel=1e-6)
+    assert stats["ratio_below_1"] == int((ratio[rare] < 1).sum())
+    assert set(summary["variants"]["eqlv2"]["loss_statistics"]) == {"0"}
+    assert summary["variants"]["focal"]["loss_statistics"] == {}  # focal keeps no statistics
+    assert "| `efl` | 0 |" in md and "| `eqlv2` | 0 |" in md and "| `focal` | 0 |" not in md
 
     # a second invocation with one more seed for focal: seed 0 is skipped, seed 1 trained
     out = _study(["--variants", "focal", "--seeds", "2"], env_with_datasets, tmp_path)
@@ -117,6 +131,13 @@ def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
     assert focal["seeds"] == [0, 1] and set(focal["per_seed"]) == {"0", "1"}
     assert math.isfinite(focal["AP"]["mean"]) and math.isfinite(focal["AP"]["std"])
     assert "± " in (res_dir / "results.md").read_text()
+    # Re-running it trains nothing and keeps the record of the invocation that trained the runs.
+    out = _study(["--variants", "focal", "--seeds", "2"], env_with_datasets, tmp_path)
+    assert "training 2 iterations" not in out
+    again = json.loads((res_dir / "results.json").read_text())
+    assert (
+        again["conditions"] == summary["conditions"] and summary["conditions"]["runs_trained"] == 1
+    )
 
     # Reproducible: focal seed 0 retrained from scratch elsewhere, alone (--jobs 1) instead of
     # beside other runs, ends with bit-identical weights and the same metrics.

@@ -269,7 +269,9 @@ def efl_trace(metrics: list[dict]) -> dict:
 
 
 def final_loss_buffers(ckpt: str) -> dict:
-    """pos_neg (g_j) of the classification loss from ``model_final.pth``, if the loss has one."""
+    """The gradient statistics of the classification loss in ``model_final.pth``, if it keeps
+    them (EFL family, EQLv2&Focal): ``pos_neg`` (the g_j the loss uses) and ``grad_ratio``, the
+    unclamped pos_grad / (neg_grad + 1e-10) per category."""
     import torch
 
     if not os.path.isfile(ckpt):
@@ -277,10 +279,13 @@ def final_loss_buffers(ckpt: str) -> dict:
     sd = torch.load(ckpt, map_location="cpu", weights_only=False)
     sd = sd.get("model", sd)
     out = {}
-    for k, t in sd.items():
-        if k.endswith("cls_loss.pos_neg"):
-            out["pos_neg"] = [float(x) for x in t.flatten()]
-    return out
+    for name in ("pos_neg", "pos_grad", "neg_grad"):
+        t = next((t for k, t in sd.items() if k.endswith(f"cls_loss.{name}")), None)
+        if t is not None:
+            out[name] = t.double().flatten()
+    if "pos_grad" in out and "neg_grad" in out:
+        out["grad_ratio"] = out["pos_grad"] / (out["neg_grad"] + 1e-10)
+    return {k: [float(x) for x in t] for k, t in out.items() if k in ("pos_neg", "grad_ratio")}
 
 
 def train_one(
@@ -297,6 +302,8 @@ def train_one(
                 f"{done} was made with other settings than this study's (config, overrides or "
                 "dataset). Use another --output-dir, or delete that run to redo it."
             )
+        # Re-read (cheap): runs finished by an older version of this script gain new fields.
+        res["loss_buffers"] = final_loss_buffers(os.path.join(out, "model_final.pth"))
         say(
             f"[study] {tag} {variant} seed {seed}: finished before, skipped "
             f"(AP {res['metrics']['AP']:.2f}, APr {res['metrics']['APr']:.2f})",
@@ -402,6 +409,50 @@ def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))  # sample std
 
 
+def loss_statistics(buffers: dict, cats: list[dict]) -> dict:
+    """Per frequency group, median / min / max of the final unclamped gradient ratio, and the
+    number of categories whose ratio ended below 1 (where EFL's g_j < 1: it still acts)."""
+    ratio = buffers["grad_ratio"]
+    out = {}
+    for grp in GROUPS:
+        idx = [i for i, c in enumerate(cats) if c["frequency"] == grp]
+        values = sorted(ratio[i] for i in idx)
+        if not values:
+            continue
+        mid = len(values) // 2
+        median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        out[grp] = {
+            "ratio_median": median,
+            "ratio_min": values[0],
+            "ratio_max": values[-1],
+            "ratio_below_1": sum(1 for i in idx if ratio[i] < 1),
+        }
+    return out
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _same_table(previous: dict | None, summary: dict) -> bool:
+    """Whether ``previous`` (an older results.json) aggregated the same runs as ``summary``."""
+    keys = ("mode", "seeds", "max_iter", "image_size", "extra_opts")
+    return (
+        previous is not None
+        and "conditions" in previous
+        and all(previous.get(k) == summary[k] for k in keys)
+        and list(previous.get("variants", {})) == list(summary["variants"])
+        and all(
+            previous["variants"][v].get("per_seed") == e["per_seed"]
+            for v, e in summary["variants"].items()
+        )
+    )
+
+
 def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dict) -> dict:
     cats = ds["categories"]
     table = {}
@@ -427,6 +478,11 @@ def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dic
             )
             per_cat[str(c["id"])] = {"mean": mean, "std": std}
         entry["per_category_ap"] = per_cat
+        entry["loss_statistics"] = {
+            str(r["seed"]): loss_statistics(r["loss_buffers"], cats)
+            for r in rs
+            if r["loss_buffers"].get("grad_ratio")
+        }
         entry["wall_s"] = [r["wall_s"] for r in rs]
         entry["median_iter_s"] = [r.get("median_iter_s") for r in rs]
         entry["threads"] = [r.get("threads") for r in rs]
@@ -482,6 +538,34 @@ def markdown(summary: dict) -> str:
         for v in sweep:
             e = summary["variants"][v]
             lines.append(f"| {e['scale']:g} | " + " | ".join(_fmt(e[k]) for k in METRICS) + " |")
+    stats = [
+        (name, seed, st)
+        for name, e in summary["variants"].items()
+        if not e["same_as"]
+        for seed, st in e.get("loss_statistics", {}).items()
+    ]
+    if stats:
+        lines += [
+            "",
+            (
+                "The loss's gradient statistics at the end of training: per frequency group the "
+                "median (min–max) of pos_grad / neg_grad per category; EFL uses "
+                "g_j = min(1, ratio) and equals the focal loss where g_j = 1 (ratio < 1: the "
+                "categories where it does not):"
+            ),
+            "",
+            "| variant | seed | rare | common | frequent | ratio < 1 (r/c/f) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, seed, st in stats:
+            cells = [
+                f"{st[g]['ratio_median']:.3g} ({st[g]['ratio_min']:.3g}–{st[g]['ratio_max']:.3g})"
+                if g in st
+                else "n/a"
+                for g in GROUPS
+            ]
+            below = "/".join(str(st[g]["ratio_below_1"]) if g in st else "-" for g in GROUPS)
+            lines.append(f"| `{name}` | {seed} | " + " | ".join(cells) + f" | {below} |")
     c = summary["conditions"]
     lines += [
         "",
@@ -752,6 +836,10 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
     }
     summary = aggregate(plan, ds, runs, conditions)
+    previous = _read_json(os.path.join(res_dir, "results.json"))
+    if conditions["runs_trained"] == 0 and _same_table(previous, summary):
+        # Only re-aggregated: keep the record of the invocation that trained these runs.
+        summary["conditions"] = previous["conditions"]
     with open(os.path.join(res_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, allow_nan=True)
     md = markdown(summary)
