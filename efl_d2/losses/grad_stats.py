@@ -37,9 +37,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["GradientStatistics"]
+__all__ = ["GradientStatistics", "gradient_ratio"]
 
 _EPS = 1e-10
+
+
+def gradient_ratio(pos_grad: torch.Tensor, neg_grad: torch.Tensor) -> torch.Tensor:
+    """Unclamped pos_grad / (neg_grad + 1e-10) per class: the ratio behind EFL's g_j and EQLv2's
+    weights (also usable on buffers read from a checkpoint)."""
+    return pos_grad / (neg_grad + _EPS)
 
 
 def _is_distributed() -> bool:
@@ -75,7 +81,7 @@ class GradientStatistics(nn.Module):
 
     def gradient_ratio(self) -> torch.Tensor:
         """Unclamped pos_grad / (neg_grad + 1e-10), shape (C,)."""
-        return self.pos_grad / (self.neg_grad + _EPS)
+        return gradient_ratio(self.pos_grad, self.neg_grad)
 
     def _collects(self, logits: torch.Tensor) -> bool:
         # Eval-mode and no_grad forwards leave the statistics untouched.

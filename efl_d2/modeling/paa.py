@@ -349,7 +349,8 @@ class PAA(ATSS):
         order, rank = _group_sort(gt_idxs[pooled], costs[pooled])
         pooled, gts = pooled[order], gt_idxs[pooled][order]
         counts = torch.bincount(gts, minlength=num_gts)
-        fitted = (counts >= 2)[gts]  # samples of GTs with a mixture to fit
+        rows = counts >= 2  # GTs with a mixture to fit
+        fitted = rows[gts]
         if not bool(fitted.any()):
             return positive
         # One row per GT (rows of GTs without a fit stay empty), samples in ascending cost.
@@ -359,7 +360,6 @@ class PAA(ATSS):
         pooled, gts, rank = pooled[fitted], gts[fitted], rank[fitted]
         values[gts, rank] = costs[pooled].double()
         valid[gts, rank] = True
-        rows = counts >= 2
         component, log_likelihood = fit_two_gaussians(values[rows], valid[rows])
         low = (component == 0) & valid[rows]
         best = torch.where(low, log_likelihood, -math.inf).argmax(1, keepdim=True)

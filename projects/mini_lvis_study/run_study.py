@@ -34,6 +34,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -274,6 +275,8 @@ def final_loss_buffers(ckpt: str) -> dict:
     unclamped pos_grad / (neg_grad + 1e-10) per category."""
     import torch
 
+    from efl_d2.losses.grad_stats import gradient_ratio
+
     if not os.path.isfile(ckpt):
         return {}
     sd = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -284,7 +287,7 @@ def final_loss_buffers(ckpt: str) -> dict:
         if t is not None:
             out[name] = t.double().flatten()
     if "pos_grad" in out and "neg_grad" in out:
-        out["grad_ratio"] = out["pos_grad"] / (out["neg_grad"] + 1e-10)
+        out["grad_ratio"] = gradient_ratio(out["pos_grad"], out["neg_grad"])
     return {k: [float(x) for x in t] for k, t in out.items() if k in ("pos_neg", "grad_ratio")}
 
 
@@ -416,15 +419,13 @@ def loss_statistics(buffers: dict, cats: list[dict]) -> dict:
     out = {}
     for grp in GROUPS:
         idx = [i for i, c in enumerate(cats) if c["frequency"] == grp]
-        values = sorted(ratio[i] for i in idx)
+        values = [ratio[i] for i in idx]
         if not values:
             continue
-        mid = len(values) // 2
-        median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
         out[grp] = {
-            "ratio_median": median,
-            "ratio_min": values[0],
-            "ratio_max": values[-1],
+            "ratio_median": statistics.median(values),
+            "ratio_min": min(values),
+            "ratio_max": max(values),
             "ratio_below_1": sum(1 for i in idx if ratio[i] < 1),
         }
     return out
