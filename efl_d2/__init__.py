@@ -5,7 +5,8 @@ Importing the package registers what it adds to detectron2: the mini-LVIS datase
 """
 
 from . import losses, modeling  # noqa: F401  (modeling registers ATSS in META_ARCH_REGISTRY)
-from .data import patch_lvis_for_numpy2, register_mini_lvis
+from .data import patch_lvis_for_numpy2, register_mini_lvis, wrap_builtin_lvis_loaders
 
 patch_lvis_for_numpy2()
 register_mini_lvis()
+wrap_builtin_lvis_loaders()

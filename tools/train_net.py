@@ -3,30 +3,53 @@
 
 Examples:
     python tools/train_net.py --config-file configs/mini_lvis/atss_efl_R18.py
+    python tools/train_net.py --config-file mini_lvis/atss_efl_R18.py   # relative to configs/
     python tools/train_net.py --config-file configs/<row>.py --num-gpus 8
     python tools/train_net.py --config-file configs/<row>.py --eval-only train.init_checkpoint=...
-    python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 0 \
+    python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 0 \\
         --dist-url tcp://<host>:<port>
 Trailing ``key=value`` pairs override config values (unknown keys are an error; ``+key=v`` adds).
+The whole config is checked before any process starts (exit status 2 with every problem listed);
+a run that fails (diverged, no usable evaluation, unreadable checkpoint) exits with status 1.
 """
 
-from detectron2.engine import default_argument_parser, launch
+import sys
+
+from detectron2.engine import launch
 
 import efl_d2  # noqa: F401  (registers datasets and models)
-from efl_d2.engine import main
+from efl_d2.checkpoint import CheckpointMismatchError, CheckpointReadError
+from efl_d2.data import DatasetFileError
+from efl_d2.engine import RunFailed, main, parse_args, preflight
+from efl_d2.engine.preflight import ConfigCheckError
 
 
-def invoke_main() -> None:
-    args = default_argument_parser(epilog=__doc__).parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+def invoke_main() -> int:
+    args = parse_args(epilog=__doc__)
+    try:
+        preflight(args)
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ConfigCheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RunFailed, CheckpointReadError, CheckpointMismatchError, DatasetFileError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a worker process failed: its traceback is above
+        if type(e).__name__ != "ProcessRaisedException":
+            raise
+        last = str(e).strip().splitlines()[-1]
+        print(f"error: a training process failed: {last}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    invoke_main()
+    sys.exit(invoke_main())

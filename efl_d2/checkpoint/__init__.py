@@ -9,7 +9,13 @@ official EFL release, through one ``DetectionCheckpointer`` subclass.
   detector computes with the same weights; :func:`check_official_architecture` lists differences.
 """
 
-from .checkpointer import CheckpointMismatchError, EFLCheckpointer, compare_state_dicts
+from .checkpointer import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    EFLCheckpointer,
+    atomic_write,
+    compare_state_dicts,
+)
 from .official import (
     OFFICIAL_EFL_R50_URL,
     OfficialLastLevelP6P7,
@@ -35,9 +41,11 @@ __all__ = [
     "TORCHVISION_PIXEL_MEAN",
     "TORCHVISION_PIXEL_STD",
     "CheckpointMismatchError",
+    "CheckpointReadError",
     "EFLCheckpointer",
     "OfficialLastLevelP6P7",
     "adapt_to_model",
+    "atomic_write",
     "build_fpn_with_official_top_block",
     "check_official_architecture",
     "compare_state_dicts",

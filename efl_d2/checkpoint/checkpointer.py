@@ -14,14 +14,23 @@ Formats recognised by content (not by file name), so ``train.init_checkpoint=`` 
   change the computation are logged.
 
 A mismatch raises :class:`CheckpointMismatchError` listing every key that did not match, with a
-hint for the usual cause (class count).
+hint for the usual cause (class count); a file that cannot be read at all (empty, truncated, not a
+checkpoint) raises :class:`CheckpointReadError` naming the file.
+
+Saving is atomic (temporary file, flush + fsync, rename; ``last_checkpoint`` is written the same way
+and only after the checkpoint is complete), and ``resume_or_load(..., resume=True)`` resumes from
+the newest checkpoint of ``save_dir`` that reads, saying which ones it skipped and why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import pickle
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -35,7 +44,13 @@ from .official import (
 )
 from .torchvision import convert_torchvision_to_d2, is_torchvision_resnet_state_dict
 
-__all__ = ["CheckpointMismatchError", "EFLCheckpointer", "compare_state_dicts"]
+__all__ = [
+    "CheckpointMismatchError",
+    "CheckpointReadError",
+    "EFLCheckpointer",
+    "atomic_write",
+    "compare_state_dicts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +71,46 @@ def _is_unprefixed_d2_resnet(state: dict) -> bool:
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint's keys or shapes do not match the model; the message lists them."""
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file cannot be read (empty, truncated, not a checkpoint); the message names it."""
+
+
+_TMP_MARK = ".tmp-"
+
+
+def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
+    """Write ``path`` so that it is either absent / its old content, or complete.
+
+    ``write(f)`` writes into a temporary file next to ``path`` (same file system), which is flushed,
+    fsync'ed and renamed over ``path``. A crash at any point leaves at most a ``<path>.tmp-<pid>``
+    file behind, never a partial file under the final name.
+    """
+    tmp = f"{path}{_TMP_MARK}{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _checkpoint_iteration(file_name: str) -> float:
+    """Sort key of a periodic checkpoint name: its iteration; ``*_final.pth`` after all."""
+    if file_name.endswith("_final.pth"):
+        return float("inf")
+    m = re.search(r"_(\d+)\.pth$", file_name)
+    return int(m.group(1)) if m else -1.0
 
 
 def _shape(t) -> tuple:
@@ -190,13 +245,24 @@ class EFLCheckpointer(DetectionCheckpointer):
         self.official_cls_layout = official_cls_layout
         self.allow_unsafe_pickle = allow_unsafe_pickle
         self._current_file = "checkpoint"
+        self._preloaded = None
+        self.resumed_from: str | None = None
 
     # -------------------------------------------------------------------- reading
 
     def _torch_load(self, f):
+        if os.path.isfile(f) and os.path.getsize(f) == 0:
+            raise CheckpointReadError(
+                f"Checkpoint {f} is empty (0 bytes; an interrupted save?): delete it, or point at "
+                "another checkpoint."
+            )
         try:
             return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
         except pickle.UnpicklingError as e:
+            # "Unsupported global": pickled Python objects; anything else (bad opcode, ...) is
+            # a damaged or foreign file
+            if "unsupported global" not in str(e).lower():
+                raise self._unreadable(f, e) from e
             if not self.allow_unsafe_pickle:
                 raise RuntimeError(
                     f"{f} holds Python objects other than tensors, which torch.load refuses by "
@@ -206,10 +272,32 @@ class EFLCheckpointer(DetectionCheckpointer):
                 ) from e
             logger.warning(f"Loading {f} with weights_only=False (trusted file).")
             return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+        except (RuntimeError, EOFError, ValueError, OSError) as e:
+            raise self._unreadable(f, e) from e
+
+    @staticmethod
+    def _unreadable(f, e: BaseException) -> CheckpointReadError:
+        if isinstance(e, pickle.UnpicklingError):  # torch's text is about weights_only, not this
+            detail = "unpickling failed"
+        else:
+            detail = (str(e).strip().splitlines() or [""])[0]
+        return CheckpointReadError(
+            f"Checkpoint {f} cannot be read ({type(e).__name__}: {detail}): the file is "
+            "truncated or not a PyTorch checkpoint. Delete it, or point at another checkpoint."
+        )
 
     def _load_file(self, filename: str) -> dict:
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None and preloaded[0] == filename:
+            return preloaded[1]  # read (and checked) by resume_or_load just before
         self._current_file = filename
         return self._interpret(super()._load_file(filename), filename)
+
+    def load(self, path, *args, **kwargs):
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:  # detectron2 leaves this set when loading raises, failing every later load
+            self._parsed_url_during_load = None
 
     def load_checkpoint_dict(self, checkpoint: dict, name: str = "<in-memory checkpoint>"):
         """Load an already-read checkpoint (any supported format, e.g. a bare state dict) into
@@ -278,6 +366,108 @@ class EFLCheckpointer(DetectionCheckpointer):
                 f"{len(keys)} detectron2 ResNet stems ({keys}); expected exactly one."
             )
         return keys[0][: -len(suffix)]
+
+    # -------------------------------------------------------------------- writing
+
+    def save(self, name: str, **kwargs) -> None:
+        """``Checkpointer.save`` made atomic (local directories): see :func:`atomic_write`."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if "://" in self.save_dir:  # remote storage: detectron2's own (non-atomic) write
+            return super().save(name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if "://" in self.save_dir:
+            return super().tag_last_checkpoint(last_filename_basename)
+        atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename),
+            mode="w",
+        )
+
+    # -------------------------------------------------------------------- resuming
+
+    def resume_candidates(self) -> list[str]:
+        """Checkpoints of ``save_dir`` to resume from, best first: the one ``last_checkpoint``
+        names, then every ``*.pth`` by iteration, newest first (``*_final.pth`` before all)."""
+        if not self.save_dir or not self.path_manager.isdir(self.save_dir):
+            return []
+        files = sorted(
+            (f for f in self.get_all_checkpoint_files() if _checkpoint_iteration(f) >= 0),
+            key=lambda f: _checkpoint_iteration(os.path.basename(f)),
+            reverse=True,
+        )
+        tagged = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        if tagged and self.path_manager.isfile(tagged):
+            files = [tagged] + [f for f in files if f != tagged]
+        return files
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
+        """With ``resume``: load the newest checkpoint of ``save_dir`` that reads (model and all
+        checkpointables) and set :attr:`resumed_from`; unreadable ones are skipped with a warning
+        naming each file and why. Without a checkpoint there (or without ``resume``) load only the
+        model from ``path``. Raises :class:`CheckpointReadError` when checkpoints exist but none
+        reads (silently starting over would waste the run)."""
+        self.resumed_from = None
+        if not resume:
+            return self.load(path, checkpointables=[])
+        self._remove_stale_temporaries()
+        candidates = self.resume_candidates()
+        skipped = []
+        for candidate in candidates:
+            try:
+                self._preloaded = (candidate, self._load_file_unchecked(candidate))
+            except CheckpointReadError as e:
+                skipped.append(str(e))
+                self.logger.warning(f"--resume: skipping {candidate}: {e}")
+                continue
+            if skipped:
+                self.logger.warning(
+                    f"--resume: resuming from {candidate} after skipping {len(skipped)} unreadable "
+                    "checkpoint(s)."
+                )
+            self.resumed_from = candidate
+            return self.load(candidate)
+        if candidates:
+            raise CheckpointReadError(
+                f"--resume: none of the {len(candidates)} checkpoint(s) in {self.save_dir} can be "
+                "read:\n  " + "\n  ".join(skipped) + "\nDelete them to start this run over, or "
+                "use another train.output_dir."
+            )
+        self.logger.info(f"--resume: no checkpoint in {self.save_dir}; starting a new run.")
+        return self.load(path, checkpointables=[])
+
+    def _remove_stale_temporaries(self) -> None:
+        if not self.save_to_disk or "://" in self.save_dir or not os.path.isdir(self.save_dir):
+            return
+        for f in os.listdir(self.save_dir):
+            if _TMP_MARK in f:
+                self.logger.warning(
+                    f"Removing {f} in {self.save_dir}: a save that was interrupted left it."
+                )
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.save_dir, f))
+
+    def _load_file_unchecked(self, filename: str) -> dict:
+        """Read (not yet load into the model) a checkpoint, raising CheckpointReadError if it
+        cannot be read or holds no model."""
+        self._parsed_url_during_load = urlparse(filename)
+        try:
+            loaded = self._load_file(filename)
+        finally:
+            self._parsed_url_during_load = None
+        if not isinstance(loaded.get("model"), Mapping):
+            raise CheckpointReadError(f"Checkpoint {filename} holds no model state dict.")
+        return loaded
 
     # -------------------------------------------------------------------- matching
 

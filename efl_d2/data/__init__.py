@@ -1,20 +1,31 @@
 """Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders."""
 
-from .build import RobustDatasetMapper, build_rfs_train_loader
+from .build import (
+    IndexedBatchPlan,
+    ResumableTrainLoader,
+    RobustDatasetMapper,
+    build_rfs_train_loader,
+)
 from .datasets import (
     MINI_LVIS_SPLITS,
+    DatasetFileError,
     check_dataset_names,
     class_frequencies,
     datasets_root,
     ensure_mini_lvis,
     get_lvis_dataset_dicts,
     lvis_json_metadata,
+    read_json,
     register_mini_lvis,
+    wrap_builtin_lvis_loaders,
 )
 from .lvis_compat import patch_lvis_for_numpy2
 
 __all__ = [
     "MINI_LVIS_SPLITS",
+    "DatasetFileError",
+    "IndexedBatchPlan",
+    "ResumableTrainLoader",
     "RobustDatasetMapper",
     "build_rfs_train_loader",
     "check_dataset_names",
@@ -24,5 +35,7 @@ __all__ = [
     "get_lvis_dataset_dicts",
     "lvis_json_metadata",
     "patch_lvis_for_numpy2",
+    "read_json",
     "register_mini_lvis",
+    "wrap_builtin_lvis_loaders",
 ]

@@ -4,6 +4,10 @@ Real LVIS v1 stays under detectron2's builtin names (``lvis_v1_train``, ``lvis_v
 ``$DETECTRON2_DATASETS``). mini-LVIS, the synthetic long-tailed dataset of
 :mod:`efl_d2.data.mini_lvis`, is registered as ``mini_lvis_v1_train`` / ``mini_lvis_v1_val``
 through detectron2's own ``register_lvis_instances`` and ``load_lvis_json``.
+
+Registration never reads an annotation file (``import efl_d2`` works whatever state the data is
+in); mini-LVIS's class names come from its json the first time they are asked for. A broken file is
+reported, with its path (and line and column for JSON), when it is used.
 """
 
 import functools
@@ -13,17 +17,21 @@ import os
 from collections.abc import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
+from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.lvis import load_lvis_json, register_lvis_instances
 
 __all__ = [
     "MINI_LVIS_SPLITS",
+    "DatasetFileError",
     "check_dataset_names",
     "class_frequencies",
     "datasets_root",
     "ensure_mini_lvis",
     "get_lvis_dataset_dicts",
     "lvis_json_metadata",
+    "read_json",
     "register_mini_lvis",
+    "wrap_builtin_lvis_loaders",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,47 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
+class DatasetFileError(ValueError):
+    """An annotation file is missing, not valid JSON, or inconsistent; the message names it."""
+
+
+def read_json(json_file: str):
+    """``json.load`` with an error that names the file, line and column."""
+    try:
+        with open(json_file, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise _json_error(json_file, e) from e
+
+
+def _json_error(json_file: str, e: json.JSONDecodeError) -> DatasetFileError:
+    return DatasetFileError(
+        f"{json_file}: not valid JSON at line {e.lineno}, column {e.colno} ({e.msg}). "
+        + _repair_hint(json_file)
+    )
+
+
+def _repair_hint(json_file: str) -> str:
+    if os.path.basename(json_file).startswith("mini_lvis"):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(json_file)))
+        return f"Rebuild it with `python -m efl_d2.data.mini_lvis --root {root} --force`."
+    return "Restore the file (e.g. download it again)."
+
+
+class _JsonMetadata(Metadata):
+    """Metadata whose class names / image counts / frequency groups are read from an LVIS-format
+    json the first time one of them is asked for (not at registration)."""
+
+    _FROM_JSON = ("thing_classes", "class_image_count", "class_frequency")
+
+    def __getattr__(self, key):
+        if key in self._FROM_JSON and os.path.isfile(self.__dict__.get("json_file", "")):
+            # straight into __dict__: Metadata.__setattr__ reads the old value, i.e. comes back here
+            self.__dict__.update(lvis_json_metadata(self.json_file))
+            return self.__dict__[key]
+        return super().__getattr__(key)
+
+
 def lvis_json_metadata(json_file: str) -> dict:
     """Metadata of an LVIS-format json: class names, image counts and frequency groups by class.
 
@@ -49,8 +98,10 @@ def lvis_json_metadata(json_file: str) -> dict:
         ``{"id", "image_count"}`` like detectron2's LVIS v1 metadata) and ``class_frequency``
         (list of "r"/"c"/"f" by contiguous id).
     """
-    with open(json_file) as f:
-        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    data = read_json(json_file)
+    if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+        raise DatasetFileError(f"{json_file}: no 'categories' list. " + _repair_hint(json_file))
+    cats = sorted(data["categories"], key=lambda c: c["id"])
     return {
         "thing_classes": [c["synonyms"][0] if c.get("synonyms") else c["name"] for c in cats],
         "class_image_count": [{"id": c["id"], "image_count": c["image_count"]} for c in cats],
@@ -62,18 +113,65 @@ def _load_mini_lvis(name: str, json_file: str, image_root: str) -> list[dict]:
     _check_files(name, json_file, image_root)
     # No dataset_name: detectron2 would install the builtin 1203-class LVIS metadata for any name
     # containing "v1". The metadata of mini-LVIS comes from its own json instead.
-    dicts = load_lvis_json(json_file, image_root)
-    meta = MetadataCatalog.get(name)
-    if not hasattr(meta, "thing_classes"):
-        meta.set(**lvis_json_metadata(json_file))
+    try:
+        dicts = load_lvis_json(json_file, image_root)
+    except json.JSONDecodeError as e:
+        raise _json_error(json_file, e) from e
+    _check_category_ids(dicts, MetadataCatalog.get(name).thing_classes, json_file)
     return dicts
+
+
+def _check_category_ids(dicts: list[dict], classes: list[str], json_file: str) -> None:
+    """Every annotation's contiguous category id in [0, C); else name the file and image."""
+    for d in dicts:
+        for a in d["annotations"]:
+            if not 0 <= a["category_id"] < len(classes):
+                raise DatasetFileError(
+                    f"{json_file}: image {d['image_id']} ({d['file_name']}) has an annotation "
+                    f"with category_id {a['category_id'] + 1}, but the file's categories have "
+                    f"ids 1..{len(classes)}. " + _repair_hint(json_file)
+                )
+
+
+def _checked_builtin_loader(name: str, load):
+    """Wrap a builtin LVIS loader so that broken annotation files are reported by path."""
+
+    def checked():
+        meta = MetadataCatalog.get(name)
+        _check_files(name, meta.json_file, meta.image_root)
+        try:
+            return load()
+        except json.JSONDecodeError as e:
+            raise _json_error(meta.json_file, e) from e
+        except KeyError as e:  # detectron2 maps LVIS category ids through a dict
+            raise DatasetFileError(
+                f"{meta.json_file}: an annotation has category id {e.args[0]!r}, which is not "
+                "one of LVIS v1's 1203 categories. " + _repair_hint(meta.json_file)
+            ) from e
+
+    checked.efl_d2_checked = True
+    return checked
+
+
+def wrap_builtin_lvis_loaders() -> None:
+    """Give detectron2's builtin LVIS datasets the named errors of :func:`_checked_builtin_loader`."""
+    for name in DatasetCatalog.list():
+        meta = MetadataCatalog.get(name)
+        if not name.startswith("lvis_") or getattr(meta, "evaluator_type", None) != "lvis":
+            continue
+        load = DatasetCatalog[name]
+        if getattr(load, "efl_d2_checked", False):
+            continue
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, _checked_builtin_loader(name, load))
 
 
 def register_mini_lvis(root: str | None = None) -> None:
     """(Re-)register the mini-LVIS splits under ``root`` (default: :func:`datasets_root`).
 
     Re-registering replaces earlier registrations, so tests and tools can point the names at
-    another root. Metadata that needs the json (class names) is filled when the json exists.
+    another root. Nothing is read here: metadata that needs the json (class names) is read from it
+    when first asked for.
     """
     root = root if root is not None else datasets_root()
     for name, (json_rel, image_rel) in MINI_LVIS_SPLITS.items():
@@ -81,14 +179,14 @@ def register_mini_lvis(root: str | None = None) -> None:
         image_root = os.path.join(root, image_rel)  # ends with a separator, as load_lvis_json needs
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
+        if name in MetadataCatalog.list():
             MetadataCatalog.remove(name)
+        MetadataCatalog[name] = _JsonMetadata(name=name)
         register_lvis_instances(name, {}, json_file, image_root)
         DatasetCatalog.remove(name)
         DatasetCatalog.register(
             name, functools.partial(_load_mini_lvis, name, json_file, image_root)
         )
-        if os.path.isfile(json_file):
-            MetadataCatalog.get(name).set(**lvis_json_metadata(json_file))
 
 
 def ensure_mini_lvis(root: str | None = None, **generator_kwargs) -> str:

@@ -2,15 +2,38 @@
 
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
-from .lazy_train import apply_overrides_strict, do_test, do_train, format_lvis_ap, main, setup
+from .lazy_train import (
+    RunFailed,
+    apply_overrides_strict,
+    check_results,
+    do_test,
+    do_train,
+    format_lvis_ap,
+    load_config,
+    main,
+    parse_args,
+    preflight,
+    setup,
+)
+from .preflight import ConfigCheckError, check_run
+from .resume import MetricsHistoryHook, truncate_metrics_json
 
 __all__ = [
+    "ConfigCheckError",
     "EFLStatsHook",
     "GradientClipHook",
+    "MetricsHistoryHook",
+    "RunFailed",
     "apply_overrides_strict",
+    "check_results",
+    "check_run",
     "do_test",
     "do_train",
     "format_lvis_ap",
+    "load_config",
     "main",
+    "parse_args",
+    "preflight",
     "setup",
+    "truncate_metrics_json",
 ]

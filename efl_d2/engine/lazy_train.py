@@ -2,32 +2,93 @@
 
 It follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the paper needs: global-norm
 gradient clipping (``train.clip_grad``), a seed (``train.seed``), CPU fall-back when CUDA is absent,
-AMP precision from the config, strict command-line overrides and an LVIS AP summary.
+AMP precision from the config, strict command-line overrides and an LVIS AP summary; and what a
+two-day run needs: checks of the whole config before the first step (:mod:`.preflight`), exact
+resume (data indexed by iteration, metric history in the checkpoint, atomic checkpoints) and a
+failed run that says so (:class:`RunFailed`, a non-zero exit of ``tools/train_net.py``).
 """
 
+import argparse
 import difflib
+import inspect
 import logging
+import math
 import os
+import sys
 
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, hooks
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    hooks,
+)
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
+from .preflight import check_run
+from .resume import MetricsHistoryHook, truncate_metrics_json
 
-__all__ = ["apply_overrides_strict", "do_test", "do_train", "format_lvis_ap", "main", "setup"]
+__all__ = [
+    "RunFailed",
+    "apply_overrides_strict",
+    "do_test",
+    "do_train",
+    "format_lvis_ap",
+    "load_config",
+    "main",
+    "parse_args",
+    "preflight",
+    "setup",
+]
 
 logger = logging.getLogger("efl_d2")
 
 _MISSING = object()
+
+
+class RunFailed(RuntimeError):
+    """Training or evaluation finished without a usable result; the message says why."""
+
+
+def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argparse.Namespace:
+    """detectron2's training arguments plus ``--allow-random-weights``; flags may also come after
+    the ``key=value`` overrides (``... train.max_iter=20 --resume``)."""
+    parser = default_argument_parser(epilog=epilog)
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="let --eval-only evaluate a model without train.init_checkpoint (random weights)",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    flags, opts, i = [], [], 0
+    while i < len(args.opts):  # argparse.REMAINDER swallows flags given after the first override
+        token = args.opts[i]
+        if token.startswith("--"):
+            flags.append(token)
+            nxt = args.opts[i + 1] if i + 1 < len(args.opts) else None
+            if "=" not in token and nxt is not None and not nxt.startswith("-") and "=" not in nxt:
+                flags.append(nxt)
+                i += 1
+        else:
+            opts.append(token)
+        i += 1
+    if flags:
+        leading = argv[: len(argv) - len(args.opts)]  # the overrides are argv's tail
+        args = parser.parse_args(leading + flags)
+        args.opts = opts
+    return args
 
 
 def apply_overrides_strict(cfg, overrides: list[str]):
@@ -67,10 +128,33 @@ def _resolve_device(cfg) -> None:
         cfg.train.amp.enabled = False
 
 
+def load_config(args):
+    """The config of ``args.config_file`` (a path, or a path relative to ``configs/`` as
+    :func:`efl_d2.model_zoo.get_config_file` takes) with ``args.opts`` applied strictly."""
+    if not os.path.isfile(args.config_file):
+        from ..model_zoo import get_config_file
+
+        args.config_file = get_config_file(args.config_file)  # default_setup reads it too
+    cfg = LazyConfig.load(args.config_file)
+    return apply_overrides_strict(cfg, args.opts)
+
+
+def preflight(args) -> None:
+    """All checks that need no training (:func:`efl_d2.engine.preflight.check_run`); raises
+    ``ConfigCheckError`` listing every problem. ``tools/train_net.py`` runs it before launching."""
+    cfg = load_config(args)
+    _resolve_device(cfg)
+    check_run(
+        cfg,
+        eval_only=args.eval_only,
+        resume=args.resume,
+        allow_random_weights=getattr(args, "allow_random_weights", False),
+    )
+
+
 def setup(args):
     """Load the config, apply overrides, fall back to CPU if needed, then ``default_setup``."""
-    cfg = LazyConfig.load(args.config_file)
-    cfg = apply_overrides_strict(cfg, args.opts)
+    cfg = load_config(args)
     _resolve_device(cfg)
     default_setup(cfg, args)
     return cfg
@@ -128,6 +212,7 @@ def do_train(args, cfg):
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
+    _set_data_seed(cfg)
     train_loader = instantiate(cfg.dataloader.train)
 
     model = _create_ddp(model, cfg)
@@ -149,6 +234,7 @@ def do_train(args, cfg):
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
+            MetricsHistoryHook(),
             GradientClipHook(clip) if clip else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
@@ -169,9 +255,69 @@ def do_train(args, cfg):
     )
 
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    start_iter = trainer.iter + 1 if checkpointer.resumed_from else 0
+    if hasattr(train_loader, "start_iter"):
+        train_loader.start_iter = start_iter  # batch k of the resumed run = batch k of the first
+    else:
+        logger.warning(
+            f"{type(train_loader).__name__} cannot start at an iteration: a resumed run will not "
+            "see the data an uninterrupted run would (efl_d2.data.build_rfs_train_loader can)."
+        )
+    if comm.is_main_process():
+        truncate_metrics_json(os.path.join(cfg.train.output_dir, "metrics.json"), start_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except FloatingPointError as e:
+        raise RunFailed(_diverged_message(cfg, e)) from e
     return last_eval.get("results")
+
+
+def _set_data_seed(cfg) -> None:
+    """Give a training loader that takes a ``seed`` (and was given none) the run's data seed: one
+    for all processes, ``train.seed`` itself (not seed + rank as the model's RNG)."""
+    target = cfg.dataloader.train.get("_target_")
+    if isinstance(target, str):  # a config loaded from yaml names its targets
+        target = locate(target)
+    takes_seed = callable(target) and "seed" in inspect.signature(target).parameters
+    if takes_seed and cfg.dataloader.train.get("seed") is None:
+        seed = cfg.train.seed if cfg.train.seed >= 0 else comm.shared_random_seed()
+        cfg.dataloader.train.seed = int(seed)
+
+
+def _diverged_message(cfg, e: FloatingPointError) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (
+        f"Training diverged: {first}. Checkpoints written so far are in {cfg.train.output_dir} "
+        f"(they may hold the diverged weights). Lower optimizer.lr (now {cfg.optimizer.lr}) or "
+        f"clip gradients with train.clip_grad (now {cfg.train.get('clip_grad', 0)}); the losses "
+        "per iteration are in metrics.json."
+    )
+
+
+def check_results(cfg, results) -> None:
+    """Raise :class:`RunFailed` unless the final evaluation produced finite AP values."""
+    if "evaluator" not in cfg.dataloader:
+        return
+    test = cfg.dataloader.test.dataset.get("names", "the test set")
+    if not results:
+        raise RunFailed(
+            f"The evaluation on {test} received no predictions (the evaluator's warning above "
+            "says so): the model detected nothing. A diverged model does this; see the losses "
+            f"in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
+        )
+    bad = {
+        task: k
+        for task, metrics in results.items()
+        if isinstance(metrics, dict)
+        for k in ("AP",)
+        if k in metrics and not math.isfinite(metrics[k])
+    }
+    if bad:
+        raise RunFailed(
+            f"The evaluation on {test} gave AP = nan for {sorted(bad)}: the predictions are not "
+            "usable (non-finite boxes or scores, or no detection matching any class). A diverged "
+            f"model does this; see the losses in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
+        )
 
 
 def main(args):
@@ -181,12 +327,16 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = _create_ddp(model, cfg)
-        EFLCheckpointer(model, strict=True).load(cfg.train.init_checkpoint)
+        if cfg.train.init_checkpoint:
+            EFLCheckpointer(model, strict=True).load(cfg.train.init_checkpoint)
+        else:
+            logger.warning("--allow-random-weights: evaluating a model with random weights.")
         results = do_test(cfg, model)
     else:
         results = do_train(args, cfg)
     if comm.is_main_process():
         _print_summary(cfg, results, trained=not args.eval_only)
+        check_results(cfg, results)
     return results
 
 

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from .atss_matcher import ATSSMatcher
 from .config import build_cls_loss, register_meta_arch
+from .divergence import check_finite_box_deltas
 
 __all__ = ["ATSS", "ATSSHead"]
 
@@ -289,6 +290,7 @@ class ATSS(DenseDetector):
         pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        check_finite_box_deltas(pred_deltas)
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
         return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from .atss import ATSS
 from .config import register_meta_arch
+from .divergence import check_finite_box_deltas
 
 __all__ = ["PAA", "fit_two_gaussians", "score_voting", "summed_focal_loss"]
 
@@ -249,6 +250,7 @@ class PAA(ATSS):
         pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        check_finite_box_deltas(pred_deltas)
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(
             anchors, gt_instances, torch.cat(pred_logits, dim=1), torch.cat(pred_deltas, dim=1)

@@ -16,6 +16,7 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
 from .config import build_cls_loss, register_meta_arch
+from .divergence import check_finite_box_deltas
 
 __all__ = ["PluggableFCOS", "PluggableRetinaNet"]
 
@@ -64,6 +65,7 @@ class PluggableRetinaNet(RetinaNet):
         return ret
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
+        check_finite_box_deltas(pred_anchor_deltas)
         if self.cls_loss is None:
             return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         # Same normaliser and box term as RetinaNet.losses; only loss_cls differs.
@@ -102,6 +104,7 @@ class PluggableFCOS(FCOS):
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
     ) -> dict[str, Tensor]:
+        check_finite_box_deltas(pred_anchor_deltas)
         if self.cls_loss is None:
             return super().losses(
                 anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
