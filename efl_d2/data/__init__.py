@@ -1,4 +1,5 @@
-"""Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders."""
+"""Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders,
+the official EFL code's OpenCV keep-aspect-ratio resize."""
 
 from .build import RobustDatasetMapper, build_rfs_train_loader
 from .datasets import (
@@ -12,9 +13,12 @@ from .datasets import (
     register_mini_lvis,
 )
 from .lvis_compat import patch_lvis_for_numpy2
+from .transforms import OpenCVResizeShortestEdge, OpenCVResizeTransform
 
 __all__ = [
     "MINI_LVIS_SPLITS",
+    "OpenCVResizeShortestEdge",
+    "OpenCVResizeTransform",
     "RobustDatasetMapper",
     "build_rfs_train_loader",
     "check_dataset_names",
