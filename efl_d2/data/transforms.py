@@ -13,6 +13,8 @@ OpenCV).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from detectron2.data.transforms import (
     NoOpTransform,
@@ -48,14 +50,18 @@ class OpenCVResizeTransform(Transform):
     """Resize by one factor for both axes with ``cv2.resize(fx=scale, fy=scale)``.
 
     Images: bilinear (``INTER_LINEAR``), segmentation maps: nearest. Coordinates are scaled by
-    the real per-axis factors new_w / w and new_h / h (the official ``separate_wh``).
+    the real per-axis factors f_x = new_w / w and f_y = new_h / h (the official ``separate_wh``).
     """
 
-    def __init__(self, h: int, w: int, scale: float):
+    def __init__(self, h: int, w: int, scale: float, inclusive_boxes: bool = False):
         """
         Args:
             h, w: input image size (pixels).
             scale: the factor for both axes (output side ~ scale * input side).
+            inclusive_boxes: scale boxes as the official code scales its inclusive-pixel boxes
+                (x2 = last pixel): x1 * f_x, (x2 - 1) * f_x + 1 for a Detectron2 box, i.e.
+                (f_x - 1) px narrower than plain scaling when enlarging. Points and polygons
+                are always scaled plainly.
         """
         super().__init__()
         new_h, new_w = opencv_resized_shape(h, w, scale)
@@ -86,6 +92,15 @@ class OpenCVResizeTransform(Transform):
         coords[:, 1] = coords[:, 1] * (self.new_h / self.h)
         return coords
 
+    def apply_box(self, box: np.ndarray) -> np.ndarray:
+        """(N, 4) XYXY boxes in pixels of the input image -> of the output image."""
+        if not self.inclusive_boxes:
+            return super().apply_box(box)
+        factors = np.array([self.new_w / self.w, self.new_h / self.h] * 2)
+        out = np.asarray(box, dtype=np.float64) * factors
+        out[:, 2:] = (box[:, 2:] - 1) * factors[2:] + 1
+        return out
+
     def inverse(self) -> Transform:
         """Back to the input size (with Detectron2's PIL resize, for coordinates mainly)."""
         return ResizeTransform(self.new_h, self.new_w, self.h, self.w)
@@ -97,8 +112,22 @@ class OpenCVResizeShortestEdge(ResizeShortestEdge):
     The factor is ``min(S / min(h, w), max_size / max(h, w))`` for a short side S drawn as
     ResizeShortestEdge draws it; the image goes through :class:`OpenCVResizeTransform`.
     Official EFL test setting: ``OpenCVResizeShortestEdge(800, 1333)``; training:
-    ``short_edge_length=(640, 672, 704, 736, 768, 800), sample_style="choice"``.
+    ``short_edge_length=(640, 672, 704, 736, 768, 800), sample_style="choice"``,
+    ``inclusive_boxes=True`` (see :class:`OpenCVResizeTransform`), after the flip.
     """
+
+    def __init__(
+        self,
+        short_edge_length,
+        max_size: int = sys.maxsize,
+        sample_style: str = "range",
+        *,
+        inclusive_boxes: bool = False,
+    ):
+        """Args: those of :class:`ResizeShortestEdge` (always bilinear);
+        ``inclusive_boxes``: see :class:`OpenCVResizeTransform`."""
+        super().__init__(short_edge_length, max_size, sample_style)
+        self.inclusive_boxes = inclusive_boxes
 
     def get_transform(self, image: np.ndarray) -> Transform:
         h, w = image.shape[:2]
@@ -109,4 +138,4 @@ class OpenCVResizeShortestEdge(ResizeShortestEdge):
         if size == 0:
             return NoOpTransform()
         scale = min(float(size) / min(h, w), float(self.max_size) / max(h, w))
-        return OpenCVResizeTransform(h, w, scale)
+        return OpenCVResizeTransform(h, w, scale, inclusive_boxes=self.inclusive_boxes)
