@@ -94,8 +94,8 @@ def united_perception_nms(
 
     The inclusive boxes of class c (0-based here, c + 1 in UP) are shifted by
     (c + 1) * ``class_offset`` in the boxes' dtype, as UP does: in float32 the shift rounds the
-    coordinates of high class ids (to 0.5 px from UP class id 1024 on), which can flip decisions near the
-    threshold, so it is reproduced rather than replaced by an exact per-class NMS. Then one
+    coordinates of high class ids (to 0.5 px from UP class id 1024 on), which can flip decisions
+    near the threshold, so it is reproduced rather than replaced by an exact per-class NMS. One
     torchvision NMS (a box is suppressed by a higher-scoring one with IoU > ``iou_threshold``).
 
     Args:
