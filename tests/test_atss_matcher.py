@@ -129,6 +129,29 @@ def test_anchor_center_must_be_inside_gt_by_more_than_0_01(center_x, positive):
     assert labels.tolist() == [int(positive), 0, 0, 0]
 
 
+@pytest.mark.parametrize(
+    "center_x, positive",
+    [
+        (0.25, False),  # inside by 0.25 px: positive for Detectron2's test, not the official one
+        (0.5 + 2.0**-7, False),  # official: (cx - 0.5) - x1 = 2^-7 < 0.01
+        (0.5 + 2.0**-6, True),
+        (15.5 - 2.0**-7, False),  # official: (x2 - 1) - (cx - 0.5) = 2^-7
+        (15.5 - 2.0**-6, True),
+    ],
+)
+def test_united_perception_center_inside_is_half_a_pixel_stricter(center_x, positive):
+    # The official code measures in inclusive pixels: anchor centre cx - 0.5, GT x2 = 16 - 1.
+    anchors, gt = _edge_case(center_x)
+    official = ATSSMatcher(topk=9, center_convention="united_perception")(anchors, gt)[1]
+    assert official.tolist() == [int(positive), 0, 0, 0]
+    assert ATSSMatcher(topk=9)(anchors, gt)[1].tolist() == [1, 0, 0, 0]
+
+
+def test_unknown_center_convention_is_an_error():
+    with pytest.raises(ValueError, match="center_convention"):
+        ATSSMatcher(center_convention="mmdet")
+
+
 def test_inside_margin_is_strict():
     anchors, gt = _edge_case(0.25)  # margin exactly 0.25: not "more than" 0.25
     assert ATSSMatcher(topk=9, center_margin=0.25)(anchors, gt)[1][0] == 0

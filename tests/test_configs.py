@@ -8,10 +8,13 @@ import re
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
+from detectron2.data import transforms as T
 from detectron2.utils.events import EventStorage
 
+from efl_d2.data import OpenCVResizeShortestEdge
 from efl_d2.engine import apply_overrides_strict
 from efl_d2.model_zoo.paper_rows import PAPER_ROWS
+from efl_d2.modeling import ATSS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -30,14 +33,16 @@ def load(rel_path):
 @pytest.mark.parametrize("rel_path", ALL_CONFIGS)
 def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
     cfg = load(rel_path)
+    augs = cfg.dataloader.train.mapper.augmentations
+    resize = next(i for i, a in enumerate(augs) if "short_edge_length" in a)  # after a flip: ATSS
     apply_overrides_strict(
         cfg,
         [
             "dataloader.train.dataset.names=mini_lvis_v1_train",
             "dataloader.train.total_batch_size=2",
             "dataloader.train.num_workers=0",
-            "dataloader.train.mapper.augmentations.0.short_edge_length=[64]",
-            "dataloader.train.mapper.augmentations.0.max_size=96",
+            f"dataloader.train.mapper.augmentations.{resize}.short_edge_length=[64]",
+            f"dataloader.train.mapper.augmentations.{resize}.max_size=96",
             "train.init_checkpoint=''",
             "train.device=cpu",
         ],
@@ -81,6 +86,14 @@ def test_every_lvis_config_has_the_papers_common_settings():
         assert cfg.train.init_checkpoint.startswith("detectron2://ImageNetPretrained/"), p
         if "roi_heads" not in m:
             assert m.test_score_thresh == 0.0 and m.head.prior_prob == 0.001, p
+        if m._target_ is ATSS:  # the official conventions that change which anchors are positive
+            assert m.anchor_matcher.center_convention == "united_perception", p
+            flip, resize = cfg.dataloader.train.mapper.augmentations
+            assert flip._target_ is T.RandomFlip and resize.inclusive_boxes, p
+            assert resize._target_ is OpenCVResizeShortestEdge, p
+    # the CPU-sized mini-LVIS configs keep Detectron2's
+    mini = load("mini_lvis/atss_efl_R18.py")
+    assert mini.model.anchor_matcher.get("center_convention", "detectron2") == "detectron2"
 
 
 def _loss_kind(cls_loss):

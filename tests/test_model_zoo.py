@@ -21,6 +21,7 @@ from efl_d2.checkpoint import (
     OfficialLastLevelP6P7,
     check_official_architecture,
 )
+from efl_d2.data import OpenCVResizeShortestEdge
 from efl_d2.model_zoo.model_zoo import CheckpointEntry, _ModelZooUrls
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -123,8 +124,15 @@ def test_official_catalog_entry_switches_to_the_official_architecture(tiny, monk
     monkeypatch.setattr(_ModelZooUrls, "CONFIG_PATH_TO_CHECKPOINT", catalog)
     cfg = model_zoo.get_config(config, trained=True)
     assert cfg.train.init_checkpoint == "file.pth"
-    assert list(cfg.model.pixel_mean) == [123.675, 116.28, 103.53]
+    # torchvision's to_tensor + normalize: /255, then ImageNet mean/std on the [0, 1] scale
+    assert list(cfg.model.pixel_mean) == [0.485, 0.456, 0.406]
+    assert list(cfg.model.pixel_std) == [0.229, 0.224, 0.225] and cfg.model.pixel_divisor == 255
     assert OmegaConf.select(cfg, "dataloader.test.mapper.image_format") == "RGB"
+    # the official test pipeline around the network
+    assert cfg.dataloader.test.mapper.augmentations[0]._target_ is OpenCVResizeShortestEdge
+    assert cfg.model.size_divisibility == 64
+    assert cfg.model.test_box_convention == "united_perception"
+    assert cfg.model.test_nms_convention == "united_perception_0.1.0"
     model = model_zoo.build_model(cfg, device="cpu")  # no weights: just the architecture
     assert isinstance(model.backbone.top_block, OfficialLastLevelP6P7)
     assert check_official_architecture(model) == []

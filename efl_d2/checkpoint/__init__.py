@@ -6,7 +6,8 @@ official EFL release, through one ``DetectionCheckpointer`` subclass.
 - :func:`convert_torchvision_to_d2` (``tools/convert_torchvision_to_d2.py``) and
   :func:`convert_official_to_d2` (``tools/convert_official_to_d2.py``) convert files once.
 - :func:`use_official_architecture` edits a LazyConfig so the model computes what the official
-  detector computes with the same weights; :func:`check_official_architecture` lists differences.
+  detector computes with the same weights; :func:`check_official_architecture` lists differences;
+  :func:`use_official_inference` switches the test pipeline around the network to the official one.
 """
 
 from .checkpointer import (
@@ -27,6 +28,7 @@ from .official import (
     official_key_to_d2,
     unwrap_official_checkpoint,
     use_official_architecture,
+    use_official_inference,
 )
 from .torchvision import (
     TORCHVISION_PIXEL_MEAN,
@@ -57,4 +59,5 @@ __all__ = [
     "torchvision_key_to_d2",
     "unwrap_official_checkpoint",
     "use_official_architecture",
+    "use_official_inference",
 ]

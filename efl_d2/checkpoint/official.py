@@ -52,6 +52,7 @@ __all__ = [
     "official_key_to_d2",
     "unwrap_official_checkpoint",
     "use_official_architecture",
+    "use_official_inference",
 ]
 
 # Linked from the official benchmark table (EOD 0.1.0 docs; same file at United-Perception HEAD).
@@ -62,6 +63,9 @@ OFFICIAL_EFL_R50_URL = (
 # Official pre-processing: RGB, to_tensor (/255), ImageNet mean/std -> detectron2's 0..255 scale.
 OFFICIAL_PIXEL_MEAN = [123.675, 116.28, 103.53]
 OFFICIAL_PIXEL_STD = [58.395, 57.12, 57.375]
+# The same on the [0, 1] scale, with ATSS(pixel_divisor=255): the official float arithmetic.
+_UNIT_PIXEL_MEAN = [0.485, 0.456, 0.406]
+_UNIT_PIXEL_STD = [0.229, 0.224, 0.225]
 
 _OFFICIAL_ROOTS = ("backbone.", "neck.", "roi_head.", "post_process.")
 _EFL_BUFFERS = ("pos_grad", "neg_grad", "pos_neg")
@@ -418,8 +422,9 @@ def check_official_architecture(model: nn.Module) -> list:
     mean = getattr(model, "pixel_mean", None)
     std = getattr(model, "pixel_std", None)
     if mean is not None and std is not None:
-        m = [round(float(x), 3) for x in mean.flatten()]
-        s = [round(float(x), 3) for x in std.flatten()]
+        divisor = float(getattr(model, "pixel_divisor", 1.0))  # compare on the 0..255 scale
+        m = [round(float(x) * divisor, 3) for x in mean.flatten()]
+        s = [round(float(x) * divisor, 3) for x in std.flatten()]
         if m != [round(x, 3) for x in OFFICIAL_PIXEL_MEAN] or s != [
             round(x, 3) for x in OFFICIAL_PIXEL_STD
         ]:
@@ -483,9 +488,10 @@ def build_fpn_with_official_top_block(**fpn_kwargs) -> nn.Module:
 
 def use_official_architecture(cfg) -> Any:
     """Edit a LazyConfig (in place) so its ATSS computes what the official detector computes with
-    the same weights: official P6/P7, torchvision-style RGB normalisation, stride in the 3x3 conv,
-    and RGB images from the data mappers. Anchors (scales [6, 8], offset 0.5), box coder and IoU
-    branch are already efl_d2's improved baseline; :func:`check_official_architecture` verifies.
+    the same weights: official P6/P7, torchvision-style RGB normalisation (/255, then ImageNet
+    mean/std, in the official float arithmetic), stride in the 3x3 conv, and RGB images from the
+    data mappers. Anchors (scales [6, 8], offset 0.5), box coder and IoU branch are already
+    efl_d2's improved baseline; :func:`check_official_architecture` verifies.
 
     Returns ``cfg``.
     """
@@ -504,8 +510,9 @@ def use_official_architecture(cfg) -> Any:
     backbone.top_block = L(OfficialLastLevelP6P7)(
         in_channels=res5_channels, out_channels="${..out_channels}", in_feature="res5"
     )
-    model.pixel_mean = list(OFFICIAL_PIXEL_MEAN)
-    model.pixel_std = list(OFFICIAL_PIXEL_STD)
+    model.pixel_mean = list(_UNIT_PIXEL_MEAN)
+    model.pixel_std = list(_UNIT_PIXEL_STD)
+    model.pixel_divisor = 255.0
     if "input_format" in model:
         model.input_format = "RGB"
     dataloader = cfg.get("dataloader", None)
@@ -514,4 +521,39 @@ def use_official_architecture(cfg) -> Any:
             mapper = OmegaConf.select(dataloader, f"{split}.mapper", default=None)
             if mapper is not None and "image_format" in mapper:
                 mapper.image_format = "RGB"
+    return cfg
+
+
+def use_official_inference(cfg, *, nms_convention: str = "united_perception_0.1.0") -> Any:
+    """Edit a LazyConfig (in place) so that inference follows the official test pipeline around
+    the network (to be used with :func:`use_official_architecture`):
+
+    - the test mapper's ``ResizeShortestEdge`` becomes
+      :class:`~efl_d2.data.transforms.OpenCVResizeShortestEdge` (same sizes: one factor,
+      OpenCV's output size and pixels);
+    - the batch is padded to a multiple of 64 (``model.size_divisibility``);
+    - boxes are clipped to [0, w - 1] in inclusive pixels and rescaled to the original image as
+      the official result dump does, empty boxes kept (``model.test_box_convention``), so that
+      detectron2's LVISEvaluator writes the official json boxes (width x2 - x1 + 1);
+    - NMS as ``nms_convention`` (default: the release's UP 0.1.0 code, no "+1").
+
+    Returns ``cfg``.
+    """
+    from detectron2.data.transforms import ResizeShortestEdge
+    from omegaconf import OmegaConf
+
+    from ..data.transforms import OpenCVResizeShortestEdge
+
+    model = cfg.model
+    model.size_divisibility = 64
+    model.test_box_convention = "united_perception"
+    model.test_nms_convention = nms_convention
+    augmentations = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None)
+    for aug in augmentations or []:
+        target = aug.get("_target_")
+        # a class in a loaded .py config, its dotted name in a saved .yaml one
+        if target is ResizeShortestEdge or (
+            isinstance(target, str) and target.rsplit(".", 1)[-1] == "ResizeShortestEdge"
+        ):
+            aug._target_ = OpenCVResizeShortestEdge
     return cfg

@@ -1,4 +1,5 @@
-"""Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders."""
+"""Data: mini-LVIS (synthetic LVIS v1-format data), LVIS helpers on top of detectron2's loaders,
+the official EFL code's OpenCV keep-aspect-ratio resize."""
 
 from .build import (
     IndexedBatchPlan,
@@ -20,11 +21,14 @@ from .datasets import (
     wrap_builtin_lvis_loaders,
 )
 from .lvis_compat import patch_lvis_for_numpy2
+from .transforms import OpenCVResizeShortestEdge, OpenCVResizeTransform
 
 __all__ = [
     "MINI_LVIS_SPLITS",
     "DatasetFileError",
     "IndexedBatchPlan",
+    "OpenCVResizeShortestEdge",
+    "OpenCVResizeTransform",
     "ResumableTrainLoader",
     "RobustDatasetMapper",
     "build_rfs_train_loader",

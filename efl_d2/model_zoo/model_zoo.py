@@ -24,7 +24,11 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from ..checkpoint import EFLCheckpointer
-from ..checkpoint.official import OFFICIAL_EFL_R50_URL, use_official_architecture
+from ..checkpoint.official import (
+    OFFICIAL_EFL_R50_URL,
+    use_official_architecture,
+    use_official_inference,
+)
 
 __all__ = [
     "OFFICIAL_EFL_R50_CONFIG",
@@ -80,7 +84,8 @@ class _ModelZooUrls:
             source="official",
             note=(
                 "Official EFL release (ModelTC United-Perception 0.1.0, paper: 27.5 AP on LVIS v1 "
-                "val); converted when loaded; not re-evaluated with efl_d2."
+                "val); converted when loaded and run with the official test pipeline; not "
+                "re-evaluated with efl_d2."
             ),
         ),
     }
@@ -180,8 +185,10 @@ def get_config(config_path: str, trained: bool = False):
     Args:
         config_path: see :func:`get_config_file`.
         trained: set ``train.init_checkpoint`` to the catalog's weights. For the official release
-            the model is also switched to the official architecture
-            (:func:`efl_d2.checkpoint.use_official_architecture`). If False, the config's own
+            the config is also switched to the official architecture and test pipeline
+            (:func:`efl_d2.checkpoint.use_official_architecture`,
+            :func:`efl_d2.checkpoint.use_official_inference`: OpenCV resize, padding to 64,
+            the release's NMS, clipping and result boxes). If False, the config's own
             ``train.init_checkpoint`` (typically ImageNet weights) stays.
     """
     cfg = LazyConfig.load(get_config_file(config_path))
@@ -190,7 +197,7 @@ def get_config(config_path: str, trained: bool = False):
         if "train" not in cfg or "init_checkpoint" not in cfg.train:
             raise RuntimeError(f"{config_path!r} has no train.init_checkpoint to set.")
         if entry.source == "official":
-            use_official_architecture(cfg)
+            use_official_inference(use_official_architecture(cfg))
         cfg.train.init_checkpoint = entry.url
     return cfg
 
@@ -201,6 +208,7 @@ def get(
     device: str | None = None,
     *,
     weights: str | None = None,
+    official_cls_layout: str = "anchor_major",
 ) -> torch.nn.Module:
     """Build a model of efl_d2's model zoo, ready to run.
 
@@ -210,6 +218,9 @@ def get(
         device: e.g. "cpu" or "cuda"; default CUDA when available.
         weights: load this checkpoint instead (path or URL, any format
             :class:`~efl_d2.checkpoint.EFLCheckpointer` reads).
+        official_cls_layout: class-logit channel layout of an official-format checkpoint:
+            "anchor_major" (the release, paper-era code) or "class_major" (files used with the
+            later ``class_first`` post-process); it cannot be read from the file.
 
     Returns:
         the model in **eval mode** (unlike detectron2's ``model_zoo.get``), on ``device``. With
@@ -224,21 +235,33 @@ def get(
     """
     cfg = get_config(config_path, trained=trained)
     checkpoint = weights or (cfg.train.get("init_checkpoint", "") if "train" in cfg else "")
-    return build_model(cfg, weights=checkpoint, device=device, strict=bool(trained or weights))
+    return build_model(
+        cfg,
+        weights=checkpoint,
+        device=device,
+        strict=bool(trained or weights),
+        official_cls_layout=official_cls_layout,
+    )
 
 
 def build_model(
-    cfg, *, weights: str | None = None, device: str | None = None, strict: bool = True
+    cfg,
+    *,
+    weights: str | None = None,
+    device: str | None = None,
+    strict: bool = True,
+    official_cls_layout: str = "anchor_major",
 ) -> torch.nn.Module:
     """Instantiate ``cfg.model`` on ``device`` (default CUDA when available), load ``weights``
     (if given) with :class:`~efl_d2.checkpoint.EFLCheckpointer`, and return it in eval mode.
 
     Args:
         strict: every model parameter must come from the checkpoint (see ``EFLCheckpointer``).
+        official_cls_layout: see :func:`get`.
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = instantiate(cfg.model).to(device)
     if weights:
-        EFLCheckpointer(model, strict=strict).load(weights)
+        EFLCheckpointer(model, strict=strict, official_cls_layout=official_cls_layout).load(weights)
     return model.eval()

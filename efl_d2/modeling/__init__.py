@@ -4,7 +4,7 @@ RetinaNet/FCOS with a pluggable classification loss.
 
 Importing this package registers ``ATSS``, ``PAA`` and ``PluggableRetinaNet`` in detectron2's
 ``META_ARCH_REGISTRY`` (yacs: call :func:`add_atss_config` on the config first).
-Deliberate differences from the official EFL code: ``efl_d2/modeling/README.md``.
+The official EFL code's box conventions (keywords here) and what still differs: ``efl_d2/modeling/README.md``.
 """
 
 from .atss import ATSS, ATSSHead

@@ -28,6 +28,12 @@ from torch.nn import functional as F
 from .atss_matcher import ATSSMatcher
 from .config import build_cls_loss, register_meta_arch
 from .divergence import check_finite_box_deltas
+from .united_perception import (
+    check_conventions,
+    clip_inclusive_,
+    rescale_inclusive,
+    united_perception_nms,
+)
 
 __all__ = ["ATSS", "ATSSHead"]
 
@@ -160,7 +166,9 @@ class ATSS(DenseDetector):
     Inference: score = sigmoid(cls) * sigmoid(quality); per level the top
     min(test_topk_candidates, #anchors of the level) (anchor, class) pairs above
     test_score_thresh; boxes clipped to the image; one class-aware NMS over all levels; the best
-    max_detections_per_image.
+    max_detections_per_image. ``test_box_convention`` / ``test_nms_convention`` select
+    Detectron2's or the official code's arithmetic for the clipping, the rescaling to the input
+    image and the NMS (:mod:`efl_d2.modeling.united_perception`).
     """
 
     @configurable
@@ -185,8 +193,12 @@ class ATSS(DenseDetector):
         test_topk_candidates: int = 6000,
         test_nms_thresh: float = 0.5,
         max_detections_per_image: int = 100,
+        test_box_convention: str = "detectron2",
+        test_nms_convention: str = "detectron2",
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        pixel_divisor: float = 1.0,
+        size_divisibility: int = 0,
         input_format: str = "BGR",
     ):
         """
@@ -210,6 +222,17 @@ class ATSS(DenseDetector):
                 normalisers instead of the per-iteration values.
             test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
                 inference, see the class docstring (official EFL: 0, 6000, 0.5, 300).
+            test_box_convention: "detectron2" (clip to [0, w] x [0, h], detectron2's
+                ``detector_postprocess``, which drops empty boxes) or "united_perception" (the
+                official inclusive-pixel clip to [0, w - 1] and rescaling, nothing dropped).
+            test_nms_convention: "detectron2" (``batched_nms``), "united_perception" (the
+                official class-offset NMS with "+1" widths) or "united_perception_0.1.0" (the
+                same without "+1", as the release that trained the official weights).
+            pixel_divisor: images are divided by it before ``(x - pixel_mean) / pixel_std``
+                (255 with mean/std on the [0, 1] scale computes exactly torchvision's
+                ``to_tensor`` + ``normalize``, as the official code).
+            size_divisibility: pad the batch to a multiple of this (official: 64); 0 = the
+                backbone's ``size_divisibility``.
             input_format: image channel order, used by ``visualize_training``.
         """
         super().__init__(
@@ -234,6 +257,11 @@ class ATSS(DenseDetector):
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
+        check_conventions(test_box_convention, test_nms_convention)
+        self.test_box_convention = test_box_convention
+        self.test_nms_convention = test_nms_convention
+        self.pixel_divisor = float(pixel_divisor)
+        self.size_divisibility = int(size_divisibility)
         self.input_format = input_format
 
     @staticmethod
@@ -283,6 +311,40 @@ class ATSS(DenseDetector):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
         }
+
+    # ------------------------------------------------------------------ input and output
+
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """Normalise ((x / pixel_divisor - mean) / std), pad to ``size_divisibility`` and batch."""
+        images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
+        if self.pixel_divisor != 1.0:
+            images = [x.float() / self.pixel_divisor for x in images]
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        return ImageList.from_tensors(
+            images,
+            self.size_divisibility or self.backbone.size_divisibility,
+            padding_constraints=self.backbone.padding_constraints,
+        )
+
+    def forward(self, batched_inputs: list[dict]):
+        """:meth:`DenseDetector.forward`; at inference with ``test_box_convention=
+        "united_perception"`` the boxes are mapped to each input's ``height`` x ``width`` by
+        :func:`rescale_inclusive` instead of ``detector_postprocess``."""
+        if self.training or self.test_box_convention == "detectron2":
+            return super().forward(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        results = self.forward_inference(images, features, self.head(features))
+        processed = []
+        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
+            output_size = (inputs.get("height", image_size[0]), inputs.get("width", image_size[1]))
+            out = Instances(output_size, **result.get_fields())
+            out.pred_boxes = Boxes(
+                rescale_inclusive(result.pred_boxes.tensor, image_size, output_size)
+            )
+            processed.append({"instances": out})
+        return processed
 
     # ------------------------------------------------------------------ training
 
@@ -485,13 +547,19 @@ class ATSS(DenseDetector):
         return self.nms(self.pre_nms_candidates(anchors, scores, deltas, image_size))
 
     def nms(self, candidates: Instances) -> Instances:
-        """Class-aware NMS at ``test_nms_thresh``; the best ``max_detections_per_image``."""
-        keep = batched_nms(
+        """Class-aware NMS at ``test_nms_thresh`` (``test_nms_convention``); the best
+        ``max_detections_per_image``."""
+        args = (
             candidates.pred_boxes.tensor,
             candidates.scores,
             candidates.pred_classes,
             self.test_nms_thresh,
         )
+        if self.test_nms_convention == "detectron2":
+            keep = batched_nms(*args)
+        else:
+            plus_one = self.test_nms_convention == "united_perception"
+            keep = united_perception_nms(*args, plus_one=plus_one)
         return candidates[keep[: self.max_detections_per_image]]
 
     def pre_nms_candidates(
@@ -516,5 +584,9 @@ class ATSS(DenseDetector):
             for anchors_l, scores_l, deltas_l in zip(anchors, scores, deltas)
         ]
         pred = Instances.cat(per_level)
-        pred.pred_boxes.clip(image_size)  # as the official code, before NMS
+        # before NMS, as the official code
+        if self.test_box_convention == "united_perception":
+            clip_inclusive_(pred.pred_boxes.tensor, image_size)
+        else:
+            pred.pred_boxes.clip(image_size)
         return pred

@@ -16,7 +16,12 @@ from detectron2.structures import Boxes
 from detectron2.structures.boxes import matched_pairwise_iou
 from torch import Tensor
 
-__all__ = ["ATSSMatcher"]
+__all__ = ["CENTER_CONVENTIONS", "ATSSMatcher"]
+
+# "detectron2": the centre-inside test on the continuous boxes. "united_perception": the official
+# code's test, on its inclusive-pixel boxes (anchor centre 0.5 px lower, GT x2/y2 1 px lower), so
+# 0.5 px stricter on every side.
+CENTER_CONVENTIONS = ("detectron2", "united_perception")
 
 BoxesLike = Tensor | Boxes
 
@@ -36,7 +41,7 @@ class ATSSMatcher:
     For every GT box and every pyramid level, the ``topk`` anchors whose centres are nearest (L2)
     to the GT centre are candidates. A candidate is positive for that GT if its IoU is at least
     mean + std (unbiased) of all candidate IoUs of the GT, and if its centre lies inside the GT by
-    more than ``center_margin`` pixels on all four sides. An anchor positive for several GTs goes to
+    more than ``center_margin`` pixels on all four sides (measured as ``center_convention`` says). An anchor positive for several GTs goes to
     the one with the highest IoU (lowest GT index on exact ties).
 
     Determinism: among anchors at exactly the same distance (e.g. two anchors sharing one location),
@@ -53,6 +58,7 @@ class ATSSMatcher:
         topk: int = 9,
         *,
         center_margin: float = 0.01,
+        center_convention: str = "detectron2",
         max_block_elements: int = 1 << 22,
     ):
         """
@@ -60,6 +66,9 @@ class ATSSMatcher:
             topk: candidates per level and GT (9 in ATSS; 18 in the EFL improved baseline, which
                 has 2 anchors per location). Levels with fewer anchors contribute all of them.
             center_margin: an anchor centre must be inside the GT by more than this (pixels).
+            center_convention: "detectron2" (distances from the continuous boxes) or
+                "united_perception" (the official code's: anchor centre and GT in its inclusive
+                pixel convention, centre - 0.5 and x2, y2 - 1, i.e. 0.5 px stricter per side).
             max_block_elements: upper bound on the size of the anchor x GT distance block processed
                 at once; GTs are chunked to respect it. Only affects memory/speed, never results.
         """
@@ -67,10 +76,19 @@ class ATSSMatcher:
             raise ValueError(f"ATSSMatcher: topk must be >= 1, got {topk}.")
         self.topk = int(topk)
         self.center_margin = float(center_margin)
+        if center_convention not in CENTER_CONVENTIONS:
+            raise ValueError(
+                f"ATSSMatcher: center_convention must be one of {CENTER_CONVENTIONS}, got "
+                f"{center_convention!r}."
+            )
+        self.center_convention = center_convention
         self.max_block_elements = int(max_block_elements)
 
     def __repr__(self) -> str:
-        return f"ATSSMatcher(topk={self.topk}, center_margin={self.center_margin})"
+        return (
+            f"ATSSMatcher(topk={self.topk}, center_margin={self.center_margin}, "
+            f"center_convention={self.center_convention!r})"
+        )
 
     @torch.no_grad()
     def __call__(
@@ -215,7 +233,11 @@ class ATSSMatcher:
         threshold = iou.mean(dim=0) + iou.std(dim=0)
 
         centers = _centers(cand_boxes)  # (K, G, 2)
-        inside = torch.minimum(centers - gt_expanded[..., :2], gt_expanded[..., 2:] - centers)
+        gt_far = gt_expanded[..., 2:]
+        if self.center_convention == "united_perception":
+            centers = centers - 0.5  # official anchors end 1 px earlier: centre 0.5 px lower
+            gt_far = gt_far - 1  # inclusive x2, y2
+        inside = torch.minimum(centers - gt_expanded[..., :2], gt_far - centers)
         inside = inside.amin(dim=2) > self.center_margin
 
         positive = (iou >= threshold[None]) & inside
