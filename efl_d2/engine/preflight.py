@@ -62,7 +62,7 @@ def _names(cfg, key: str, problems: list[str]) -> list[str]:
 
 
 def _check_datasets(names: list[str], key: str, problems: list[str]) -> list[str]:
-    """Problems for unregistered names or missing files; returns the names that are usable."""
+    """Problems for unregistered names or missing files; returns the registered names."""
     from ..data.datasets import _check_files
 
     registered = DatasetCatalog.list()
@@ -84,8 +84,7 @@ def _check_datasets(names: list[str], key: str, problems: list[str]) -> list[str
                 _check_files(name, json_file, getattr(meta, "image_root", ""))
             except FileNotFoundError as e:
                 problems.append(f"{key}: {e}")
-                continue
-        ok.append(name)
+        ok.append(name)  # class counts may still be known (detectron2's builtin LVIS metadata)
     return ok
 
 
@@ -215,9 +214,9 @@ def check_run(cfg, *, eval_only: bool, resume: bool, allow_random_weights: bool 
     train_key, test_key = "dataloader.train.dataset.names", "dataloader.test.dataset.names"
     train_names = [] if eval_only else _names(cfg, train_key, problems)
     test_names = _names(cfg, test_key, problems) if "evaluator" in cfg.dataloader else []
-    usable = _check_datasets(train_names, train_key, problems)
-    usable += _check_datasets(test_names, test_key, problems)
-    _check_classes(cfg, usable, problems)
+    registered = _check_datasets(train_names, train_key, problems)
+    registered += _check_datasets(test_names, test_key, problems)
+    _check_classes(cfg, registered, problems)
     _check_evaluator(cfg, test_names, problems)
     _check_output_dir(cfg.train.output_dir, problems)
     resumes = resume and _has_checkpoint(cfg.train.output_dir)
