@@ -192,3 +192,22 @@ def test_a_diverging_run_exits_non_zero_with_advice(tmp_path, env_with_datasets)
     assert "error: Training diverged" in proc.stderr
     assert "Lower optimizer.lr (now 1000000.0)" in proc.stderr
     assert "bad box" not in proc.stderr
+
+
+def test_an_evaluation_without_usable_predictions_exits_non_zero(tmp_path, env_with_datasets):
+    from detectron2.config import instantiate
+
+    model = instantiate(_cfg(tmp_path).model)
+    state = model.state_dict()
+    (key,) = [k for k in state if k.endswith("bbox_pred.bias")]
+    state[key] = torch.full_like(state[key], math.nan)  # every predicted box is NaN
+    weights = tmp_path / "nan_boxes.pth"
+    torch.save({"model": state}, weights)
+    proc = _train_net(
+        ["--config-file", CONFIG, *SMALL, "--eval-only", f"train.init_checkpoint={weights}"]
+        + [f"train.output_dir={tmp_path / 'ev'}"],
+        env_with_datasets,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: Evaluation of " in proc.stderr and "nan_boxes.pth failed" in proc.stderr
+    assert "Box regression outputs became infinite or NaN at inference" in proc.stderr

@@ -331,7 +331,12 @@ def main(args):
             EFLCheckpointer(model, strict=True).load(cfg.train.init_checkpoint)
         else:
             logger.warning("--allow-random-weights: evaluating a model with random weights.")
-        results = do_test(cfg, model)
+        try:
+            results = do_test(cfg, model)
+        except FloatingPointError as e:
+            raise RunFailed(
+                f"Evaluation of {cfg.train.init_checkpoint or 'random weights'} failed: {e}."
+            ) from e
     else:
         results = do_train(args, cfg)
     if comm.is_main_process():

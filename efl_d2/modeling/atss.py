@@ -479,6 +479,7 @@ class ATSS(DenseDetector):
         pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
+        check_finite_box_deltas(pred_deltas)
         anchors = self.anchor_generator(features)
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):

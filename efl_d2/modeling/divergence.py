@@ -14,13 +14,18 @@ __all__ = ["check_finite_box_deltas"]
 
 
 def check_finite_box_deltas(pred_deltas: list[Tensor]) -> None:
-    """Raise ``FloatingPointError`` if any predicted box delta (L tensors (N, A_l, 4)) is inf/NaN."""
+    """Raise ``FloatingPointError`` if any predicted box delta is inf / NaN.
+
+    Args:
+        pred_deltas: per level, (N, A_l, 4) or the head's raw (N, A * 4, H, W) maps.
+    """
     if all(bool(torch.isfinite(d).all()) for d in pred_deltas):
         return
     try:
         where = f" at iteration {get_event_storage().iter}"
-    except AssertionError:  # outside a training loop: no event storage
-        where = ""
+    except AssertionError:  # outside a training loop (inference): no event storage
+        where = " at inference"
     raise FloatingPointError(
-        f"Box regression outputs became infinite or NaN{where}: the weights diverged"
+        f"Box regression outputs became infinite or NaN{where}: the weights diverged (or the "
+        "checkpoint holds non-finite values)"
     )

@@ -64,6 +64,10 @@ class PluggableRetinaNet(RetinaNet):
         ret["cls_loss"] = build_cls_loss(cfg, ret["num_classes"])
         return ret
 
+    def forward_inference(self, images, features, predictions):
+        check_finite_box_deltas(predictions[1])  # (box deltas per level)
+        return super().forward_inference(images, features, predictions)
+
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         check_finite_box_deltas(pred_anchor_deltas)
         if self.cls_loss is None:
@@ -100,6 +104,10 @@ class PluggableFCOS(FCOS):
         """
         super().__init__(**kwargs)
         self.cls_loss = cls_loss
+
+    def forward_inference(self, images, features, predictions):
+        check_finite_box_deltas(predictions[1])  # (box deltas per level)
+        return super().forward_inference(images, features, predictions)
 
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
