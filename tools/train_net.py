@@ -10,9 +10,9 @@ Examples:
 Trailing ``key=value`` pairs override config values (unknown keys are an error; ``+key=v`` adds).
 """
 
+# efl_d2 first: its warning filters then cover detectron2's imports (it registers datasets, models)
+import efl_d2  # noqa: F401, I001
 from detectron2.engine import default_argument_parser, launch
-
-import efl_d2  # noqa: F401  (registers datasets and models)
 from efl_d2.engine import main
 
 
