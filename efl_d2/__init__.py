@@ -1,8 +1,14 @@
 """efl_d2: Equalized Focal Loss + ATSS for dense long-tailed object detection on Detectron2.
 
 Importing the package registers what it adds to detectron2: the mini-LVIS datasets and (through
-``efl_d2.modeling``) the ATSS meta-architecture. It also makes the LVIS API work on numpy 2.
+``efl_d2.modeling``) the ATSS meta-architecture. It also makes the LVIS API work on numpy 2 and
+silences the few third-party deprecation warnings its imports and models trigger
+(``efl_d2._warnings``); import it before detectron2 for that to cover detectron2's imports.
 """
+
+from ._warnings import ignore_third_party_deprecations
+
+ignore_third_party_deprecations()  # before the imports below, which import detectron2
 
 from . import losses, modeling  # noqa: F401  (modeling registers ATSS in META_ARCH_REGISTRY)
 from .data import patch_lvis_for_numpy2, register_mini_lvis, wrap_builtin_lvis_loaders

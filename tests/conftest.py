@@ -5,6 +5,7 @@ import os
 import pytest
 
 import efl_d2  # noqa: F401  (registers datasets, applies the LVIS numpy-2 shim)
+from efl_d2._warnings import ignore_third_party_deprecations
 
 # Small enough to build in seconds, large enough for all three LVIS frequency groups.
 SMALL_MINI_LVIS = dict(  # noqa: C408
@@ -15,6 +16,13 @@ SMALL_MINI_LVIS = dict(  # noqa: C408
     image_size=(96, 128),
     max_images_per_category=110,
 )
+
+
+@pytest.fixture(autouse=True)
+def _third_party_deprecations_ignored():
+    """The filters ``import efl_d2`` installs, inside each test too: pytest restores the warning
+    filters around collection and around each test, so those installed at import are gone."""
+    ignore_third_party_deprecations()
 
 
 @pytest.fixture(scope="session")

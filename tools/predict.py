@@ -8,10 +8,12 @@
 ``--config-file`` is a path relative to efl_d2's ``configs/`` (model-zoo style) or a config file;
 ``--checkpoint`` any file ``EFLCheckpointer`` reads (detectron2, official EFL release), ``--trained``
 the model-zoo weights. Class names come from the config's test dataset (``--dataset`` to choose
-another registered dataset). Output: ``<output>/<image name>.png`` (detections with score >=
-``--vis-thresh`` drawn with detectron2's Visualizer) and ``<output>/predictions.json`` (all
-detections >= ``--json-thresh``: bbox [x, y, w, h] in pixels, score, category_id (0-based),
-category_name). Trailing ``key=value`` arguments override config values.
+another registered dataset). Output: ``<output>/<image name>.png`` (detections drawn with
+detectron2's Visualizer, the threshold written on the picture: by default the rule of
+``efl_d2.visualization.score_threshold``, score >= max(0.05, 0.5 x the image's top score), or a
+fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all detections >= ``--json-thresh``:
+bbox [x, y, w, h] in pixels, score, category_id (0-based), category_name; and each image's
+``vis_threshold``). Trailing ``key=value`` arguments override config values.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def main(argv: list | None = None) -> dict:
     weights.add_argument("--trained", action="store_true", help="the model zoo's released weights")
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
     parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--vis-thresh", type=float, default=0.3, help="min score to draw")
+    parser.add_argument(
+        "--vis-thresh",
+        type=float,
+        default=None,
+        help="fixed min score to draw (default: max(0.05, 0.5 x the image's top score))",
+    )
     parser.add_argument("--json-thresh", type=float, default=0.0, help="min score in the JSON")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--dataset", help="registered dataset whose class names to use")
@@ -61,12 +68,11 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     args = parser.parse_args(argv)
 
-    import numpy as np
+    # efl_d2 first: its warning filters then cover detectron2's imports
+    from efl_d2 import model_zoo  # noqa: I001
+    from efl_d2.visualization import draw_predictions
     from detectron2.config import LazyConfig
-    from detectron2.utils.visualizer import Visualizer
     from PIL import Image
-
-    from efl_d2 import model_zoo
 
     cfg = model_zoo.get_config(args.config_file, trained=args.trained)
     if args.opts:
@@ -104,10 +110,11 @@ def main(argv: list | None = None) -> dict:
             k += 1
             name = f"{stem}_{k}"
         used.add(name)
-        vis = Visualizer(predictor.to_rgb(image), metadata)
-        drawn = vis.draw_instance_predictions(instances[instances.scores >= args.vis_thresh])
+        drawn, thresh, num_drawn = draw_predictions(
+            predictor.to_rgb(image), instances, metadata, fixed_threshold=args.vis_thresh
+        )
         vis_path = os.path.join(args.output, name + ".png")
-        Image.fromarray(np.asarray(drawn.get_image())).save(vis_path)
+        Image.fromarray(drawn).save(vis_path)
         keep = instances[instances.scores >= args.json_thresh]
         records.append(
             {
@@ -115,12 +122,11 @@ def main(argv: list | None = None) -> dict:
                 "visualization": os.path.abspath(vis_path),
                 "height": int(image.shape[0]),
                 "width": int(image.shape[1]),
+                "vis_threshold": thresh,
                 "instances": model_zoo.instances_to_records(keep, class_names),
             }
         )
-        print(
-            f"{path}: {len(keep)} detections ({int((keep.scores >= args.vis_thresh).sum())} drawn)"
-        )
+        print(f"{path}: {len(keep)} detections ({num_drawn} drawn at score >= {thresh:.2f})")
     out = {
         "config": args.config_file,
         "checkpoint": checkpoint,

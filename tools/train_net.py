@@ -17,7 +17,8 @@ import sys
 
 from detectron2.engine import launch
 
-import efl_d2  # noqa: F401  (registers datasets and models)
+# efl_d2 first: its warning filters then cover detectron2's imports (it registers datasets, models)
+import efl_d2  # noqa: F401
 from efl_d2.checkpoint import CheckpointMismatchError, CheckpointReadError
 from efl_d2.data import DatasetFileError
 from efl_d2.engine import RunFailed, main, parse_args, preflight

@@ -9,5 +9,6 @@ train.update(
     clip_grad=0.0,  # max global L2 norm of the gradients; 0 disables (paper's STS rows: 35)
     cudnn_benchmark=False,
     eval_period=0,  # 0: evaluate only at the end of training
+    vis_images=3,  # test images drawn with predictions | ground truth at the end (0: none)
 )
 train.amp.precision = "float16"  # or "bfloat16"; used when train.amp.enabled

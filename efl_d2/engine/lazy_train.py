@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
+from ..visualization import write_summary_picture
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 from .preflight import check_run
@@ -340,12 +341,17 @@ def main(args):
     else:
         results = do_train(args, cfg)
     if comm.is_main_process():
-        _print_summary(cfg, results, trained=not args.eval_only)
-        check_results(cfg, results)
+        try:
+            check_results(cfg, results)
+        except RunFailed:
+            _print_summary(cfg, results, trained=not args.eval_only)  # no picture of a failed run
+            raise
+        picture = write_summary_picture(cfg, trained=not args.eval_only)
+        _print_summary(cfg, results, trained=not args.eval_only, picture=picture)
     return results
 
 
-def _print_summary(cfg, results, trained: bool) -> None:
+def _print_summary(cfg, results, trained: bool, picture: str | None = None) -> None:
     out = os.path.abspath(cfg.train.output_dir)
     print("\n==== efl_d2 summary ====")
     if results:
@@ -356,3 +362,5 @@ def _print_summary(cfg, results, trained: bool) -> None:
         print(f"checkpoint: {os.path.join(out, 'model_final.pth')}")
         print(f"metrics:    {os.path.join(out, 'metrics.json')} (TensorBoard events in {out})")
     print(f"config:     {os.path.join(out, 'config.yaml')}")
+    if picture:
+        print(f"picture:    {os.path.abspath(picture)} (predictions on val images | ground truth)")

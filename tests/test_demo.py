@@ -1,0 +1,84 @@
+"""The README's main command's code path (``tools/run_demo.sh`` runs ``tools/train_net.py`` on
+``configs/mini_lvis/atss_efl_R18.py``) with a tiny budget: progress, no third-party deprecation
+warnings, the AP table and the picture of predictions named in the summary."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+from _tiny_zoo import single_thread_env
+from detectron2.config import LazyConfig, instantiate
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
+
+
+def test_demo_schedule_keeps_the_cpu_configs_fractions():
+    """900 iterations with the 300-iteration configs' warm-up and steps scaled (1/6, 2/3, 0.9),
+    so the multiplier at a given fraction of training is the same whatever ``train.max_iter``."""
+    demo = LazyConfig.load(CONFIG)
+    short = LazyConfig.load(os.path.join(REPO, "configs/mini_lvis/paa_efl_R18.py"))
+    assert demo.train.max_iter == 900 and short.train.max_iter == 300
+    assert demo.lr_multiplier.scheduler.milestones == [600, 810, 900]
+    assert short.lr_multiplier.scheduler.milestones == [200, 270, 300]
+    assert demo.lr_multiplier.warmup_length == short.lr_multiplier.warmup_length == 50 / 300
+    a, b = instantiate(demo.lr_multiplier), instantiate(short.lr_multiplier)
+    for max_iter in (3, 200, 300, 900):  # how LRMultiplier calls it: iteration / train.max_iter
+        assert [a(i / max_iter) for i in range(max_iter)] == [
+            b(i / max_iter) for i in range(max_iter)
+        ]
+    assert a(149 / 900) < 1.0 == a(150 / 900) == a(599 / 900) > a(600 / 900) > a(810 / 900)
+
+
+def test_main_command_prints_progress_ap_and_the_picture(tmp_path, mini_lvis_root):
+    out = tmp_path / "demo"
+    env = single_thread_env()
+    env.update(DETECTRON2_DATASETS=mini_lvis_root, CUDA_VISIBLE_DEVICES="")
+    env.pop("PYTHONWARNINGS", None)  # the filters under test are efl_d2's, not the caller's
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools/train_net.py"),
+            "--config-file",
+            CONFIG,
+            "model.num_classes=10",  # the test build of mini-LVIS
+            "model.head.conv_dims=[64]",
+            "dataloader.train.total_batch_size=2",
+            "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0",
+            "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
+            "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+            "train.max_iter=4",
+            "train.log_period=2",
+            "train.vis_images=2",
+            f"train.output_dir={out}",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+    # detectron2's progress lines (CommonMetricPrinter) at train.log_period; the ETA once
+    # IterationTimer has timed an iteration
+    progress = re.findall(r"(eta: \S+\s+)?iter: (\d+)\s+total_loss: [\d.]+", log)
+    assert [it for _, it in progress] == ["1", "3"] and progress[-1][0], progress
+    for noise in ("torch.jit.script` is deprecated", "pkg_resources is deprecated", "meshgrid"):
+        assert noise not in log, noise
+
+    summary = proc.stdout.split("==== efl_d2 summary ====")[1]
+    assert re.search(r"bbox(\s+[\d.]+){6}", summary)  # the AP table
+    named = re.search(r"picture:\s+(\S+\.png)", summary)
+    assert named and os.path.samefile(named.group(1), out / "predictions_val.png")
+    with Image.open(named.group(1)) as im:
+        picture = np.asarray(im.convert("RGB"))
+    # two rows (val images are 96x128 at most, drawn 1.5x) of prediction | ground-truth panels
+    assert 2 * 96 * 1.5 < picture.shape[0] and 2 * 96 * 1.5 < picture.shape[1] < 2 * 128 * 1.5 + 20
+    assert picture.std() > 10  # images drawn, not a blank canvas
