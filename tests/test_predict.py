@@ -123,3 +123,21 @@ def test_predict_bad_input_is_a_clear_error(setup, tmp_path):
                 str(tmp_path / "o"),
             ]
         )
+
+
+def test_predict_goes_on_past_an_unreadable_image_and_fails_at_the_end(setup, tmp_path):
+    config, _, checkpoint, folder, _ = setup
+    broken = os.path.join(folder, "broken.jpg")
+    with open(broken, "wb") as f:
+        f.write(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit, match="1 of 3 images could not be read"):
+        run_tool("predict").main(
+            ["--config-file", config, "--checkpoint", checkpoint, "--input", folder]
+            + ["--output", str(out)]
+        )
+    result = json.loads((out / "predictions.json").read_text())
+    assert len(result["images"]) == 2  # the readable ones are kept
+    assert [os.path.basename(r["file_name"]) for r in result["failed"]] == ["broken.jpg"]
+    assert "Cannot read image" in result["failed"][0]["error"]
+    assert not [p for p in os.listdir(out) if ".tmp-" in p]

@@ -13,7 +13,9 @@ detectron2's Visualizer, the threshold written on the picture: by default the ru
 ``efl_d2.visualization.score_threshold``, score >= max(0.05, 0.5 x the image's top score), or a
 fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all detections >= ``--json-thresh``:
 bbox [x, y, w, h] in pixels, score, category_id (0-based), category_name; and each image's
-``vis_threshold``). Trailing ``key=value`` arguments override config values.
+``vis_threshold``; images that could not be read are listed under ``failed`` and make the exit
+status 1, after the others are done). ``predictions.json`` is written atomically. Trailing
+``key=value`` arguments override config values.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main(argv: list | None = None) -> dict:
 
     # efl_d2 first: its warning filters then cover detectron2's imports
     from efl_d2 import model_zoo  # noqa: I001
+    from efl_d2.checkpoint import atomic_write
     from efl_d2.visualization import draw_predictions
     from detectron2.config import LazyConfig
     from PIL import Image
@@ -101,8 +104,14 @@ def main(argv: list | None = None) -> dict:
     os.makedirs(args.output, exist_ok=True)
     images = list_images(args.input, args.max_images)
     records, used = [], set()
+    failed = []
     for path in images:
-        image = predictor.read(path)
+        try:
+            image = predictor.read(path)
+        except RuntimeError as e:  # unreadable file: report it, go on with the others
+            print(f"warning: {e}", file=sys.stderr)
+            failed.append({"file_name": os.path.abspath(path), "error": str(e)})
+            continue
         instances = predictor(image)
         stem = os.path.splitext(os.path.basename(path))[0]
         name, k = stem, 1
@@ -133,11 +142,16 @@ def main(argv: list | None = None) -> dict:
         "dataset": metadata.name,
         "class_names": class_names,
         "images": records,
+        "failed": failed,
     }
     json_path = os.path.join(args.output, "predictions.json")
-    with open(json_path, "w") as f:
-        json.dump(out, f, indent=1)
+    atomic_write(json_path, lambda f: json.dump(out, f, indent=1), mode="w")
     print(f"wrote {len(records)} visualisations and {json_path}")
+    if failed:
+        raise SystemExit(
+            f"error: {len(failed)} of {len(images)} images could not be read (listed under "
+            f"'failed' in {json_path})"
+        )
     return out
 
 
