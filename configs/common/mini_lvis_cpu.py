@@ -6,22 +6,14 @@ from .optim import SGD as optimizer
 from .schedule import multistep_with_warmup
 from .train import train
 
-
-def cpu_schedule(max_iter):
-    """The CPU configs' learning-rate multiplier for ``max_iter`` iterations: linear warm-up over
-    the first 1/6, 10x decays at 2/3 and 0.9 of training (300 iterations: warm-up 50, steps 200 and
-    270). The multiplier is evaluated at ``iter / train.max_iter``, so overriding ``train.max_iter``
-    keeps these fractions."""
-    return multistep_with_warmup(
-        max_iter, [round(max_iter * 2 / 3), round(max_iter * 0.9)], warmup_iters=max_iter / 6
-    )
-
-
 train.max_iter = 300
 train.checkpointer.period = 100
 train.device = "cpu"
 optimizer.lr = 0.01  # batch 4
-lr_multiplier = cpu_schedule(train.max_iter)
+# Written for 300 iterations, but detectron2's LRMultiplier evaluates it at iteration /
+# train.max_iter, so any train.max_iter stretches it: warm-up over the first 1/6, 10x decays at
+# 2/3 and 0.9 of training.
+lr_multiplier = multistep_with_warmup(train.max_iter, [200, 270], warmup_iters=50)
 
 
 def resnet18_fpn_from_scratch(model, channels=64):

@@ -6,7 +6,12 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 
 def multistep_with_warmup(max_iter, steps, warmup_iters=1000, warmup_factor=0.001):
-    """Step decay by 10x at each of ``steps`` with a linear warm-up, as a LazyConfig node."""
+    """Step decay by 10x at each of ``steps`` with a linear warm-up, as a LazyConfig node.
+
+    The node is a function of the fraction of training (detectron2's ``LRMultiplier`` calls it at
+    ``iteration / train.max_iter``): ``steps`` and ``warmup_iters`` are in units of ``max_iter``
+    and keep their fractions when ``train.max_iter`` is overridden.
+    """
     return L(WarmupParamScheduler)(
         scheduler=L(MultiStepParamScheduler)(
             values=[0.1**i for i in range(len(steps) + 1)], milestones=[*steps, max_iter]

@@ -6,7 +6,7 @@ from detectron2.config import LazyCall as L
 from efl_d2.losses import EqualizedFocalLoss
 
 from ..common.data.mini_lvis import dataloader, num_classes
-from ..common.mini_lvis_cpu import cpu_schedule, optimizer, resnet18_fpn_from_scratch, train
+from ..common.mini_lvis_cpu import lr_multiplier, optimizer, resnet18_fpn_from_scratch, train
 from ..common.models.atss import model
 
 model = resnet18_fpn_from_scratch(model)
@@ -14,9 +14,9 @@ model.num_classes = num_classes
 model.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}", gamma_b=2.0, scale=8.0)
 train.clip_grad = 35.0
 
-# The demo's budget: 900 iterations (the mini-LVIS study's "full" schedule, ~6 min on 2 cores),
-# long enough for a from-scratch detector to find most objects. Same schedule fractions as the
-# other CPU configs (warm-up 150, steps 600 and 810), so overriding train.max_iter rescales it.
+# The demo's budget: 900 iterations (the mini-LVIS study's "full" schedule), long enough for a
+# from-scratch detector to find most objects (AP 22.9; 700 iterations: AP 17.4). lr_multiplier is
+# in fractions of train.max_iter (see mini_lvis_cpu.py): warm-up to iteration 150, 10x decays at
+# 600 and 810.
 train.max_iter = 900
 train.checkpointer.period = 300
-lr_multiplier = cpu_schedule(train.max_iter)
