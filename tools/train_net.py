@@ -13,12 +13,11 @@ The whole config is checked before any process starts (exit status 2 with every 
 a run that fails (diverged, no usable evaluation, unreadable checkpoint) exits with status 1.
 """
 
+# efl_d2 first: its warning filters then cover detectron2's imports (it registers datasets, models)
+import efl_d2  # noqa: F401, I001
 import sys
 
 from detectron2.engine import launch
-
-# efl_d2 first: its warning filters then cover detectron2's imports (it registers datasets, models)
-import efl_d2  # noqa: F401
 from efl_d2.checkpoint import CheckpointMismatchError, CheckpointReadError
 from efl_d2.data import DatasetFileError
 from efl_d2.engine import RunFailed, main, parse_args, preflight
