@@ -220,6 +220,12 @@ def _check_files(name: str, json_file: str, image_root: str) -> None:
         )
 
 
+def split_into_characters(names: Sequence) -> bool:
+    """Whether a sequence of names is one name split into characters (``("my_dataset")`` where a
+    tuple was meant, iterated by detectron2 character by character)."""
+    return len(names) > 1 and all(isinstance(n, str) and len(n) == 1 for n in names)
+
+
 def check_dataset_names(names: str | Sequence[str]) -> list[str]:
     """Validate dataset names and return them as a list, with errors that say what to do.
 
@@ -231,7 +237,7 @@ def check_dataset_names(names: str | Sequence[str]) -> list[str]:
     names = list(names)
     if not names:
         raise ValueError("No dataset names given.")
-    if all(isinstance(n, str) and len(n) == 1 for n in names) and len(names) > 1:
+    if split_into_characters(names):
         joined = "".join(names)
         raise TypeError(
             f"Dataset names {names!r} look like the string {joined!r} split into characters: "

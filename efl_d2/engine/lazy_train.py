@@ -306,16 +306,14 @@ def check_results(cfg, results) -> None:
             "says so): the model detected nothing. A diverged model does this; see the losses "
             f"in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
         )
-    bad = {
-        task: k
+    bad = sorted(
+        task
         for task, metrics in results.items()
-        if isinstance(metrics, dict)
-        for k in ("AP",)
-        if k in metrics and not math.isfinite(metrics[k])
-    }
+        if isinstance(metrics, dict) and not math.isfinite(metrics.get("AP", 0.0))
+    )
     if bad:
         raise RunFailed(
-            f"The evaluation on {test} gave AP = nan for {sorted(bad)}: the predictions are not "
+            f"The evaluation on {test} gave AP = nan for {bad}: the predictions are not "
             "usable (non-finite boxes or scores, or no detection matching any class). A diverged "
             f"model does this; see the losses in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
         )

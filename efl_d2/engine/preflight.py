@@ -38,6 +38,8 @@ def _select(cfg, key: str):
 
 def _names(cfg, key: str, problems: list[str]) -> list[str]:
     """The dataset names at ``key`` as a list; problems for anything but a str / sequence of str."""
+    from ..data.datasets import split_into_characters
+
     value = _select(cfg, key)
     if value is None:
         return []
@@ -50,7 +52,7 @@ def _names(cfg, key: str, problems: list[str]) -> list[str]:
             return []
         return [value]
     if isinstance(value, (list, tuple, ListConfig)) and all(isinstance(n, str) for n in value):
-        if len(value) > 1 and all(len(n) == 1 for n in value):
+        if split_into_characters(value):
             problems.append(
                 f"{key}={list(value)!r} is a string split into characters: "
                 f"write ({''.join(value)!r},) with the trailing comma, or the plain string."
