@@ -121,3 +121,36 @@ def single_thread_env(env=None) -> dict:
     env = dict(os.environ if env is None else env)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# tools/train_net.py overrides that fit a mini-LVIS config to the session's small mini-LVIS
+# (tests/conftest.py: 10 classes, 96x128 images) on CPU.
+TINY_TRAIN_OVERRIDES = [
+    "model.num_classes=10",
+    "model.head.conv_dims=[64]",  # GroupNorm(32) needs > 1 value per group at P7
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
+    "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+]
+
+
+def run_train_net(args: list, env: dict, script: str | None = None):
+    """Run ``tools/train_net.py args`` (or ``python -c script args``) in the repository; returns
+    the ``CompletedProcess`` with text output."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", script] if script else [sys.executable, "tools/train_net.py"]
+    return subprocess.run(
+        cmd + list(args),
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )

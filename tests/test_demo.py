@@ -4,12 +4,10 @@ warnings, the AP table and the picture of predictions named in the summary."""
 
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from _tiny_zoo import single_thread_env
+from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net, single_thread_env
 from detectron2.config import LazyConfig, instantiate
 from PIL import Image
 
@@ -35,30 +33,17 @@ def test_main_command_prints_progress_ap_and_the_picture(tmp_path, mini_lvis_roo
     env = single_thread_env()
     env.update(DETECTRON2_DATASETS=mini_lvis_root, CUDA_VISIBLE_DEVICES="")
     env.pop("PYTHONWARNINGS", None)  # the filters under test are efl_d2's, not the caller's
-    proc = subprocess.run(
+    proc = run_train_net(
         [
-            sys.executable,
-            os.path.join(REPO, "tools/train_net.py"),
             "--config-file",
             CONFIG,
-            "model.num_classes=10",  # the test build of mini-LVIS
-            "model.head.conv_dims=[64]",
-            "dataloader.train.total_batch_size=2",
-            "dataloader.train.num_workers=0",
-            "dataloader.test.num_workers=0",
-            "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-            "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+            *TINY_TRAIN_OVERRIDES,  # the test build of mini-LVIS
             "train.max_iter=4",
             "train.log_period=2",
             "train.vis_images=2",
             f"train.output_dir={out}",
         ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        env,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]

@@ -3,11 +3,10 @@
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
+from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net
 from detectron2.config import LazyConfig
 
 from efl_d2.engine import (
@@ -23,15 +22,7 @@ from efl_d2.modeling.divergence import check_finite_box_deltas
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
-SMALL = [
-    "model.num_classes=10",
-    "model.head.conv_dims=[64]",
-    "dataloader.train.total_batch_size=2",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
-    "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-    "dataloader.test.mapper.augmentations.0.short_edge_length=96",
-]
+SMALL = TINY_TRAIN_OVERRIDES
 
 
 def _cfg(tmp_path, *overrides):
@@ -47,15 +38,7 @@ def _problems(cfg, **kwargs) -> list[str]:
 
 
 def _train_net(args, env):
-    return subprocess.run(
-        [sys.executable, "tools/train_net.py", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_train_net(args, env)
 
 
 def test_a_good_config_passes(tmp_path, mini_lvis_root):

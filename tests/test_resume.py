@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _tiny_zoo import run_train_net
 
 from efl_d2.checkpoint import CheckpointReadError, EFLCheckpointer
 from efl_d2.data import IndexedBatchPlan, ResumableTrainLoader
@@ -228,11 +229,7 @@ def _train_cmd(out, workers, *extra):
 
 
 def _run(args, env, script=None):
-    cmd = [sys.executable, "-c", script] if script else [sys.executable, "tools/train_net.py"]
-    proc = subprocess.run(
-        cmd + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
-    )
-    return proc
+    return run_train_net(args, env, script=script)
 
 
 def _kill_after_first_checkpoint(args, env, out):

@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from _tiny_zoo import run_train_net
 from detectron2.config import LazyConfig
 
 from efl_d2.engine import GradientClipHook, apply_overrides_strict
@@ -15,16 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
 
 
-def _run(args, env, timeout=600):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools/train_net.py"), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def _run(args, env):
+    proc = run_train_net(args, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc.stdout + proc.stderr
 
