@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from _tiny_zoo import run_train_net
+from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net
 from detectron2.config import LazyConfig
 
 from efl_d2.engine import GradientClipHook, apply_overrides_strict
@@ -22,15 +22,7 @@ def _run(args, env):
 
 def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     out = tmp_path / "run"
-    common = [
-        "model.num_classes=10",
-        "model.head.conv_dims=[64]",  # GroupNorm(32) needs > 1 value per group at P7
-        "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
-        "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-        "dataloader.test.mapper.augmentations.0.short_edge_length=96",
-    ]
+    common = TINY_TRAIN_OVERRIDES
     log = _run(
         [
             "--config-file",
