@@ -238,9 +238,6 @@ def do_train(args, cfg):
             MetricsHistoryHook(),
             GradientClipHook(clip) if clip else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-            if comm.is_main_process()
-            else None,
             EFLStatsHook(
                 model,
                 class_frequencies=class_frequencies(cfg.dataloader.train.dataset.names),
@@ -250,6 +247,11 @@ def do_train(args, cfg):
             hooks.PeriodicWriter(
                 _writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period
             )
+            if comm.is_main_process()
+            else None,
+            # after the writer: a checkpoint of iteration k exists only once metrics.json has
+            # iteration k's line, so a kill right after a save loses no line on resume
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
         ]
