@@ -88,6 +88,8 @@ class LVISEvaluator(_D2LVISEvaluator):
             the README's AP-fixed section). Their results are reported under "bbox-fixed" /
             "bbox-pooled".
         dets_per_category: K of AP-fixed / AP-pool (10,000 for LVIS).
+        scorer: "efl_d2" or "detectron2": Detectron2's own evaluation, unchanged (lvis-api,
+            all GT images; "standard" protocol only), to compare against or fall back to.
     """
 
     def __init__(
@@ -101,9 +103,16 @@ class LVISEvaluator(_D2LVISEvaluator):
         num_workers: int = 0,
         protocol: str = "standard",
         dets_per_category: int = 10000,
+        scorer: str = "efl_d2",
     ):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+        if scorer not in ("efl_d2", "detectron2"):
+            raise ValueError(f"scorer must be 'efl_d2' or 'detectron2', got {scorer!r}.")
+        if scorer == "detectron2" and protocol != "standard":
+            raise ValueError(f"protocol {protocol!r} needs scorer='efl_d2'.")
+        if dets_per_category < 1:
+            raise ValueError(f"dets_per_category must be >= 1, got {dets_per_category}.")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}.")
         super().__init__(
@@ -112,6 +121,7 @@ class LVISEvaluator(_D2LVISEvaluator):
         self._num_workers = num_workers
         self._protocol = protocol
         self._dets_per_category = dets_per_category
+        self._scorer = scorer
 
     # ------------------------------------------------------------------ collecting
 
@@ -191,6 +201,8 @@ class LVISEvaluator(_D2LVISEvaluator):
 
     def _eval_predictions(self, predictions):
         """Fill ``self._results`` with the box metrics (and, for masks, Detectron2's)."""
+        if self._scorer == "detectron2":
+            return super()._eval_predictions(predictions)
         self._logger.info("Preparing results in the LVIS format ...")
         results, image_ids, num_dets = self._lvis_results(predictions)
         self._save_results(results)
