@@ -295,3 +295,47 @@ def test_mini_lvis_predictions_score_as_detectron2s_evaluator(mini_lvis_root):
     ours = run_evaluator(LVISEvaluator("mini_lvis_v1_val"), pairs)["bbox"]
     assert 5 < ours["AP"] < 95
     assert ours == run_evaluator(D2LVISEvaluator("mini_lvis_v1_val"), pairs)["bbox"]
+
+
+# ----------------------------------------------------------------------------- AP-fixed inference
+
+
+def test_per_class_candidates_keep_the_best_anchors_of_every_class():
+    from efl_d2.modeling.candidates import select_candidates
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(50, 6, generator=g)
+    scores[:, 0] += 1.0  # class 0 dominates: the global rule keeps (nearly) only it
+    s, a, c = select_candidates(scores, score_thresh=0.05, topk_candidates=10, topk_per_class=0)
+    assert set(c.tolist()) == {0} and len(s) == 10
+    assert torch.equal(s, scores.flatten().topk(10).values)
+    s, a, c = select_candidates(scores, score_thresh=0.05, topk_candidates=10, topk_per_class=3)
+    for k in range(6):
+        want = scores[:, k].topk(3)
+        want_keep = want.values > 0.05
+        assert torch.equal(s[c == k], want.values[want_keep])
+        assert torch.equal(a[c == k], want.indices[want_keep])
+    assert torch.equal(scores[a, c], s)
+
+
+def test_train_net_eval_protocol_switch(tmp_path, env_with_datasets):
+    """``--eval-protocol`` switches the evaluator and the detector's candidates; the run reports
+    the protocol's metrics. A protocol set on the evaluator alone is refused before any work."""
+    from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net
+
+    protocol = "fixed"
+    config = "mini_lvis/atss_efl_R18.py"
+    args = ["--config-file", config, "--eval-only", "--allow-random-weights", *TINY_TRAIN_OVERRIDES]
+    proc = run_train_net(
+        [*args, "--eval-protocol", protocol, f"train.output_dir={tmp_path}"], env_with_datasets
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert f"protocol '{protocol}'" in log and "top 10000 per category" in log
+    assert "bbox-fixed" in log and "efl_d2 summary" in log
+
+    proc = run_train_net(
+        [*args, f"dataloader.evaluator.protocol={protocol}", f"train.output_dir={tmp_path}"],
+        env_with_datasets,
+    )
+    assert proc.returncode == 2 and "--eval-protocol" in proc.stdout + proc.stderr

@@ -187,6 +187,7 @@ def _pair(name, parent_target, num_classes=3):
     torch.manual_seed(0)
     plugged = instantiate(cfg)
     cfg.pop("cls_loss")
+    cfg.pop("test_topk_per_class")  # the pluggable detectors' AP-fixed option
     cfg._target_ = parent_target
     parent = instantiate(cfg)
     parent.load_state_dict(plugged.state_dict())

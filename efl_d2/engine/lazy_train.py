@@ -50,6 +50,7 @@ __all__ = [
     "main",
     "parse_args",
     "preflight",
+    "set_eval_protocol",
     "setup",
 ]
 
@@ -66,6 +67,13 @@ def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argp
     """detectron2's training arguments plus ``--allow-random-weights``; flags may also come after
     the ``key=value`` overrides (``... train.max_iter=20 --resume``)."""
     parser = default_argument_parser(epilog=epilog)
+    parser.add_argument(
+        "--eval-protocol",
+        choices=("standard", "fixed", "pooled"),
+        default="standard",
+        help="LVIS box AP protocol: standard, fixed (AP-fixed) or pooled (AP-pool) of Dave et "
+        "al. 2021; the last two also make the detector keep the best boxes of every class",
+    )
     parser.add_argument(
         "--allow-random-weights",
         action="store_true",
@@ -137,7 +145,36 @@ def load_config(args):
 
         args.config_file = get_config_file(args.config_file)  # default_setup reads it too
     cfg = LazyConfig.load(args.config_file)
+    set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))  # overrides win
     return apply_overrides_strict(cfg, args.opts)
+
+
+#: the inference settings ``--eval-protocol fixed|pooled`` gives a one-stage detector: the 10 best
+#: anchors of every class and level before NMS, up to 10,000 boxes per image, so that every class
+#: has its best detections over the dataset among those the evaluator keeps (10,000 per class)
+DATASET_TOPK_INFERENCE = {"test_topk_per_class": 10, "max_detections_per_image": 10000}
+
+
+def set_eval_protocol(cfg, protocol: str) -> None:
+    """Switch ``cfg`` to the evaluation protocol "standard", "fixed" (AP-fixed) or "pooled"
+    (AP-pool): the evaluator's ``protocol`` and, for the last two, the model's
+    :data:`DATASET_TOPK_INFERENCE`. "standard" changes nothing."""
+    if protocol == "standard":
+        return
+    ev = cfg.dataloader.get("evaluator")
+    if ev is None or "protocol" not in ev:
+        raise ValueError(
+            f"--eval-protocol {protocol} needs efl_d2.evaluation.LVISEvaluator as "
+            "dataloader.evaluator (the config's has no 'protocol')."
+        )
+    if "test_topk_per_class" not in cfg.model:
+        raise ValueError(
+            f"--eval-protocol {protocol}: the model has no test_topk_per_class (the one-stage "
+            "detectors ATSS, PAA, PluggableRetinaNet and PluggableFCOS have)."
+        )
+    ev.protocol = protocol
+    for key, value in DATASET_TOPK_INFERENCE.items():
+        cfg.model[key] = value
 
 
 def preflight(args) -> None:
@@ -162,14 +199,23 @@ def setup(args):
 
 
 def format_lvis_ap(results: dict) -> str:
-    """One-line-per-task table of AP, AP50, AP75, APr, APc, APf from evaluator results."""
+    """Table of AP, AP50, AP75, APr, APc, APf per task of evaluator results (a task with other
+    metrics, e.g. AP-pool's, gets its own header line)."""
     cols = ["AP", "AP50", "AP75", "APr", "APc", "APf"]
-    lines = [f"{'task':<6}" + "".join(f"{c:>8}" for c in cols)]
-    for task, metrics in results.items():
-        if isinstance(metrics, dict):
+    tasks = {t: m for t, m in results.items() if isinstance(m, dict)}
+    width = max([6, *(len(t) + 2 for t in tasks)])
+    lines, header = [], None
+    for task, metrics in tasks.items():
+        names = cols if "AP" in metrics else list(metrics)
+        if names != header:
             lines.append(
-                f"{task:<6}" + "".join(f"{metrics.get(c, float('nan')):>8.2f}" for c in cols)
+                f"{'task':<{width}}" + "".join(f"{c:>{max(8, len(c) + 2)}}" for c in names)
             )
+            header = names
+        lines.append(
+            f"{task:<{width}}"
+            + "".join(f"{metrics.get(c, float('nan')):>{max(8, len(c) + 2)}.2f}" for c in names)
+        )
     return "\n".join(lines)
 
 

@@ -161,6 +161,15 @@ def _check_evaluator(cfg, test_names: list[str], problems: list[str]) -> None:
             )
             + "."
         )
+    protocol = _select(cfg, "dataloader.evaluator.protocol") or "standard"
+    if protocol != "standard":
+        if not _select(cfg, "model.test_topk_per_class"):
+            problems.append(
+                f"dataloader.evaluator.protocol={protocol} scores the best detections of every "
+                "class over the dataset, but the model keeps the standard 300 boxes per image: "
+                f"use tools/train_net.py --eval-protocol {protocol} (it sets both)."
+            )
+        return  # no per-image limit to match
     limit = _select(cfg, "dataloader.evaluator.max_dets_per_image")
     per_image = {
         **_model_values(cfg, "max_detections_per_image"),

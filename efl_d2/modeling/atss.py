@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .atss_matcher import ATSSMatcher
+from .candidates import decode_candidates
 from .config import build_cls_loss, register_meta_arch
 from .divergence import check_finite_box_deltas
 from .united_perception import (
@@ -193,6 +194,7 @@ class ATSS(DenseDetector):
         test_topk_candidates: int = 6000,
         test_nms_thresh: float = 0.5,
         max_detections_per_image: int = 100,
+        test_topk_per_class: int = 0,
         test_box_convention: str = "detectron2",
         test_nms_convention: str = "detectron2",
         pixel_mean: Sequence[float],
@@ -222,6 +224,8 @@ class ATSS(DenseDetector):
                 normalisers instead of the per-iteration values.
             test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
                 inference, see the class docstring (official EFL: 0, 6000, 0.5, 300).
+            test_topk_per_class: 0 (the official rule) or, for AP-fixed, the number of best
+                anchors per class and level kept before NMS (:func:`select_candidates`).
             test_box_convention: "detectron2" (clip to [0, w] x [0, h], detectron2's
                 ``detector_postprocess``, which drops empty boxes) or "united_perception" (the
                 official inclusive-pixel clip to [0, w - 1] and rescaling, nothing dropped).
@@ -257,6 +261,7 @@ class ATSS(DenseDetector):
         self.test_topk_candidates = test_topk_candidates
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
+        self.test_topk_per_class = test_topk_per_class
         check_conventions(test_box_convention, test_nms_convention)
         self.test_box_convention = test_box_convention
         self.test_nms_convention = test_nms_convention
@@ -507,25 +512,21 @@ class ATSS(DenseDetector):
         """
         Same result as :meth:`DenseDetector._decode_per_level_predictions` (the top
         ``topk_candidates`` (anchor, class) pairs with score > ``score_thresh``), but takes the
-        top-k first: with the official threshold 0 nearly every pair passes it, and thresholding
-        first would materialise all A_l x C of them (0.7 GB at P3 of an LVIS image).
+        top-k first (see :func:`select_candidates`); with ``test_topk_per_class`` > 0 the top
+        anchors of every class instead.
 
         Args:
             anchors: Boxes (A_l, 4); pred_scores: (A_l, C); pred_deltas: (A_l, 4).
         """
-        num_classes = pred_scores.shape[1]
-        scores, flat_idxs = pred_scores.flatten().topk(min(topk_candidates, pred_scores.numel()))
-        keep = scores > score_thresh
-        scores, flat_idxs = scores[keep], flat_idxs[keep]
-        anchor_idxs = flat_idxs // num_classes
-        boxes = self.box2box_transform.apply_deltas(
-            pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs]
-        )
-        return Instances(
-            image_size,
-            pred_boxes=Boxes(boxes),
-            scores=scores,
-            pred_classes=flat_idxs % num_classes,
+        return decode_candidates(
+            self.box2box_transform,
+            anchors,
+            pred_scores,
+            pred_deltas,
+            score_thresh=score_thresh,
+            topk_candidates=topk_candidates,
+            topk_per_class=self.test_topk_per_class,
+            image_size=image_size,
         )
 
     def inference_single_image(

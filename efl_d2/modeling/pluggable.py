@@ -15,10 +15,32 @@ from detectron2.modeling.meta_arch.retinanet import RetinaNet
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
+from .candidates import decode_candidates
 from .config import build_cls_loss, register_meta_arch
 from .divergence import check_finite_box_deltas
 
 __all__ = ["PluggableFCOS", "PluggableRetinaNet"]
+
+
+def _decode_per_level(
+    detector, parent, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+):
+    """Detectron2's candidates of one level (``parent``'s method), or with the detector's
+    ``test_topk_per_class`` > 0 the best anchors of every class (:func:`decode_candidates`)."""
+    if not detector.test_topk_per_class:
+        return parent._decode_per_level_predictions(
+            anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+        )
+    return decode_candidates(
+        detector.box2box_transform,
+        anchors,
+        pred_scores,
+        pred_deltas,
+        score_thresh=score_thresh,
+        topk_candidates=topk_candidates,
+        topk_per_class=detector.test_topk_per_class,
+        image_size=image_size,
+    )
 
 
 def _flat_logits(pred_logits: list[Tensor]) -> Tensor:
@@ -49,14 +71,19 @@ class PluggableRetinaNet(RetinaNet):
     """
 
     @configurable
-    def __init__(self, *, cls_loss: nn.Module | None = None, **kwargs):
+    def __init__(
+        self, *, cls_loss: nn.Module | None = None, test_topk_per_class: int = 0, **kwargs
+    ):
         """
         Args:
             cls_loss: the classification loss; None = RetinaNet's sigmoid focal loss.
+            test_topk_per_class: 0 (Detectron2's candidates) or the best anchors per class and
+                level kept before NMS (for AP-fixed).
             kwargs: arguments of :class:`RetinaNet`.
         """
         super().__init__(**kwargs)
         self.cls_loss = cls_loss
+        self.test_topk_per_class = test_topk_per_class
 
     @classmethod
     def from_config(cls, cfg):
@@ -67,6 +94,21 @@ class PluggableRetinaNet(RetinaNet):
     def forward_inference(self, images, features, predictions):
         check_finite_box_deltas(predictions[1])  # (box deltas per level)
         return super().forward_inference(images, features, predictions)
+
+    def _decode_per_level_predictions(
+        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+    ):
+        """See :func:`_decode_per_level` (AP-fixed's per-class candidates)."""
+        return _decode_per_level(
+            self,
+            super(),
+            anchors,
+            pred_scores,
+            pred_deltas,
+            score_thresh,
+            topk_candidates,
+            image_size,
+        )
 
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         check_finite_box_deltas(pred_anchor_deltas)
@@ -96,18 +138,37 @@ class PluggableFCOS(FCOS):
     ``cls_loss(logits (M, C), gt_classes (M,), normalizer)``. LazyConfig only, like FCOS.
     """
 
-    def __init__(self, *, cls_loss: nn.Module | None = None, **kwargs):
+    def __init__(
+        self, *, cls_loss: nn.Module | None = None, test_topk_per_class: int = 0, **kwargs
+    ):
         """
         Args:
             cls_loss: the classification loss; None = FCOS's sigmoid focal loss.
+            test_topk_per_class: as :class:`PluggableRetinaNet`'s.
             kwargs: arguments of :class:`FCOS`.
         """
         super().__init__(**kwargs)
         self.cls_loss = cls_loss
+        self.test_topk_per_class = test_topk_per_class
 
     def forward_inference(self, images, features, predictions):
         check_finite_box_deltas(predictions[1])  # (box deltas per level)
         return super().forward_inference(images, features, predictions)
+
+    def _decode_per_level_predictions(
+        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+    ):
+        """See :func:`_decode_per_level` (AP-fixed's per-class candidates)."""
+        return _decode_per_level(
+            self,
+            super(),
+            anchors,
+            pred_scores,
+            pred_deltas,
+            score_thresh,
+            topk_candidates,
+            image_size,
+        )
 
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness

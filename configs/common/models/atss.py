@@ -37,3 +37,4 @@ model.test_score_thresh = 0.0
 model.test_topk_candidates = 6000
 model.test_nms_thresh = 0.5
 model.max_detections_per_image = 300
+model.test_topk_per_class = 0  # > 0 for AP-fixed (tools/train_net.py --eval-protocol)

@@ -12,3 +12,4 @@ model.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}")
 # LVIS: AP is computed over up to 300 detections per image, so keep low-score ones.
 model.test_score_thresh = 0.0001
 model.max_detections_per_image = 300
+model.test_topk_per_class = 0  # > 0 for AP-fixed (tools/train_net.py --eval-protocol)
