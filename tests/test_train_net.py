@@ -57,6 +57,7 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     ev = lvis_api_eval(json.loads(gt.read_text()), results)
     for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
         assert final[f"bbox/{m}"] == float(ev.results[m] * 100), m
+    assert "Rank 1 scored" in (out / "log.txt.rank1").read_text()  # both ranks scored a share
 
     log = _run(
         [

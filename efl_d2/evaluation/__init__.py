@@ -1,7 +1,6 @@
 """LVIS evaluation: exact, sharded scoring (:mod:`.lvis_scoring`) and Detectron2's
 ``LVISEvaluator`` built on it (:mod:`.evaluator`)."""
 
-from .evaluator import LVISEvaluator
 from .lvis_scoring import (
     PROTOCOLS,
     LVISArrays,
@@ -22,3 +21,12 @@ __all__ = [
     "metric_names",
     "score_lvis",
 ]
+
+
+def __getattr__(name):
+    # the evaluator imports detectron2 and torch, which the scoring processes do without
+    if name == "LVISEvaluator":
+        from .evaluator import LVISEvaluator
+
+        return LVISEvaluator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

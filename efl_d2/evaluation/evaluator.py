@@ -18,15 +18,19 @@ import numpy as np
 from detectron2.evaluation import LVISEvaluator as _D2LVISEvaluator
 from detectron2.evaluation.lvis_evaluation import _evaluate_predictions_on_lvis
 from detectron2.structures import BoxMode
+from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 from .lvis_scoring import (
     PROTOCOLS,
+    combine_shards,
     lvis_arrays,
     metric_names,
     metrics_percent,
+    plan_shards,
     score_lvis,
+    score_shards,
     top_k_per_key,
 )
 
@@ -79,8 +83,9 @@ class LVISEvaluator(_D2LVISEvaluator):
 
     Args (besides Detectron2's ``dataset_name, tasks, distributed, output_dir,
     max_dets_per_image``):
-        num_workers: processes scoring category shards (0: in this process). The result does
-            not depend on it; memory per process and wall time fall with it.
+        num_workers: processes scoring category shards (0: in this process), per rank: in
+            distributed evaluation every rank scores a share of the shards. The result does not
+            depend on it; memory per process and wall time fall with it.
         protocol: "standard" (LVIS, ``max_dets_per_image``), "fixed" (AP-fixed) or "pooled"
             (AP-pool) of Dave et al. 2021. The last two keep the ``dets_per_category``
             highest-scoring detections of each category over the dataset while inference runs,
@@ -147,6 +152,19 @@ class LVISEvaluator(_D2LVISEvaluator):
             self._predictions.append({"image_id": inp["image_id"], "instances": []})
 
     def evaluate(self):
+        """Detectron2's ``evaluate``; in distributed evaluation every rank then scores a share of
+        the category shards (rank 0 gathers the predictions, sends the arrays to all, combines)."""
+        if not self._ranks_share_scoring():
+            return self._gather_and_evaluate()
+        self._rank_job_sent = False
+        results = self._gather_and_evaluate()
+        if not comm.is_main_process():
+            self._score_share(comm.all_gather(None)[0])
+        elif not self._rank_job_sent:
+            comm.all_gather(None)  # nothing to score: release the other ranks
+        return results
+
+    def _gather_and_evaluate(self):
         if self._protocol == "standard":
             return super().evaluate()
         # this rank's top-k travels with its per-image entries through detectron2's gathering
@@ -157,6 +175,23 @@ class LVISEvaluator(_D2LVISEvaluator):
             return super().evaluate()
         finally:
             self._predictions.remove(entry)
+
+    def _ranks_share_scoring(self) -> bool:
+        return self._distributed and self._scorer == "efl_d2" and comm.get_world_size() > 1
+
+    def _score_share(self, job) -> list:
+        """Score this rank's share of ``job = (arrays, shard bounds)``; rank 0 gets all shares."""
+        if job is None:
+            return []
+        arrays, bounds = job
+        rank, world = comm.get_rank(), comm.get_world_size()
+        mine = score_shards(
+            arrays, bounds[rank::world], protocol=self._protocol, num_workers=self._num_workers
+        )
+        cats = sum(hi - lo for lo, hi in bounds[rank::world])
+        self._logger.info(f"Rank {rank} scored {cats} of {len(arrays.cat_ids)} categories.")
+        shares = comm.gather(mine, dst=0)
+        return [s for share in shares for s in share] if comm.is_main_process() else []
 
     # ------------------------------------------------------------------ scoring
 
@@ -253,7 +288,15 @@ class LVISEvaluator(_D2LVISEvaluator):
             dets_per_category=self._dets_per_category,
             image_ids=image_ids,
         )
-        scores = score_lvis(arrays, protocol=self._protocol, num_workers=self._num_workers)
+        if self._ranks_share_scoring():
+            world = comm.get_world_size()
+            bounds = plan_shards(arrays, num_workers=max(1, self._num_workers) * world)
+            comm.all_gather((arrays, bounds))  # to every rank; see evaluate()
+            self._rank_job_sent = True
+            shards = self._score_share((arrays, bounds))
+            scores = combine_shards(arrays, shards, protocol=self._protocol)
+        else:
+            scores = score_lvis(arrays, protocol=self._protocol, num_workers=self._num_workers)
         if self._protocol != "pooled":
             scores.lvis_eval().print_results()
         metrics = metrics_percent(scores)

@@ -53,11 +53,14 @@ __all__ = [
     "PROTOCOLS",
     "LVISArrays",
     "LVISScores",
+    "combine_shards",
     "evaluate_lvis",
     "lvis_arrays",
     "metric_names",
     "metrics_percent",
+    "plan_shards",
     "score_lvis",
+    "score_shards",
     "top_k_per_key",
 ]
 
@@ -530,40 +533,44 @@ def _mean_valid(s: np.ndarray) -> float:
     return -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
 
 
-def score_lvis(
-    arrays: LVISArrays,
-    *,
-    protocol: str = "standard",
-    num_workers: int = 0,
-    num_shards: int | None = None,
-) -> LVISScores:
-    """Score :class:`LVISArrays` exactly as lvis-api would.
-
-    Args:
-        num_workers: processes scoring category shards in parallel (0: in this process). Memory
-            per process falls with the number of shards; numbers do not depend on either.
-        num_shards: category shards (default: 4 per worker, at least 8 at full LVIS scale).
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    num_cats = len(arrays.cat_ids)
+def plan_shards(arrays: LVISArrays, *, num_workers: int = 0, num_shards: int | None = None):
+    """Contiguous category ranges to score separately (default: 4 per worker, and at most
+    ~500k detections each)."""
     if num_shards is None:
         num_shards = max(1, 4 * num_workers, len(arrays.dt_score) // 500_000)
     rows = np.concatenate([arrays.dt_cat, arrays.gt_cat])
-    bounds = _shard_bounds(rows, num_cats, num_shards)
+    return _shard_bounds(rows, len(arrays.cat_ids), num_shards)
+
+
+def score_shards(arrays: LVISArrays, bounds: list, *, protocol: str, num_workers: int = 0):
+    """Match and accumulate the category ranges ``bounds``, in ``num_workers`` processes."""
     pooled = protocol == "pooled"
     jobs = [(arrays.category_shard(lo, hi), (lo, hi), pooled) for lo, hi in bounds]
-    if num_workers > 0 and len(jobs) > 1:
-        # spawn: a worker starts from a clean interpreter instead of a copy of this process (a
-        # forked copy of a trainer's memory would count against every worker's peak)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=ctx) as ex:
-            shards = list(ex.map(_run_shard, jobs))
-    else:
-        shards = [_run_shard(job) for job in jobs]
-    del jobs
+    if num_workers == 0 or len(jobs) < 2:
+        return [_run_shard(job) for job in jobs]
+    # spawn: a worker starts from a clean interpreter, not from a copy of this process (a forked
+    # copy of a trainer's memory would count against every worker's peak); it imports efl_d2
+    # without torch and detectron2 (NUMPY_ONLY_ENV; the workers are started within ``map``)
+    from .. import NUMPY_ONLY_ENV
 
-    if pooled:
+    ctx = multiprocessing.get_context("spawn")
+    previous = os.environ.get(NUMPY_ONLY_ENV)
+    with ProcessPoolExecutor(max_workers=min(num_workers, len(jobs)), mp_context=ctx) as ex:
+        os.environ[NUMPY_ONLY_ENV] = "1"
+        try:
+            results = ex.map(_run_shard, jobs)
+        finally:
+            if previous is None:
+                del os.environ[NUMPY_ONLY_ENV]
+            else:
+                os.environ[NUMPY_ONLY_ENV] = previous
+        return list(results)
+
+
+def combine_shards(arrays: LVISArrays, shards: list, *, protocol: str) -> LVISScores:
+    """The curves and lvis-api's summary from the shard results of all categories."""
+    shards = sorted(shards, key=lambda s: s.cat_range)
+    if protocol == "pooled":
         precision, recall = _pooled_curves(shards, arrays.frequency)
         results = OrderedDict(
             (f"AP-pool-{p}" if p != "all" else "AP-pool", _mean_valid(precision[:, :, i, :]))
@@ -579,6 +586,27 @@ def score_lvis(
     ev.summarize()  # lvis-api's own summary over the identical curves
     scores.results = OrderedDict(ev.results)
     return scores
+
+
+def score_lvis(
+    arrays: LVISArrays,
+    *,
+    protocol: str = "standard",
+    num_workers: int = 0,
+    num_shards: int | None = None,
+) -> LVISScores:
+    """Score :class:`LVISArrays` exactly as lvis-api would.
+
+    Args:
+        num_workers: processes scoring category shards in parallel (0: in this process). Memory
+            per process falls with the number of shards; numbers do not depend on either.
+        num_shards: category shards (default: see :func:`plan_shards`).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
+    bounds = plan_shards(arrays, num_workers=num_workers, num_shards=num_shards)
+    shards = score_shards(arrays, bounds, protocol=protocol, num_workers=num_workers)
+    return combine_shards(arrays, shards, protocol=protocol)
 
 
 #: the metrics detectron2's LVISEvaluator reports, in its order
