@@ -171,7 +171,10 @@ def _instances_per_pair(*, rng, num_pairs: int, total: int):
     return 1 + rng.multinomial(extra, weights / weights.sum())
 
 
-def _layout(*, seed: int, categories: Sequence[dict]) -> _Layout:
+def full_layout(*, seed: int, categories: Sequence[dict]) -> _Layout:
+    """The full-scale assignment: 19,809 image ids, the (image, category) pairs (each category in
+    ``val_image_counts`` distinct images, every image in at least one pair) and their instance
+    counts (244,707 in all)."""
     import numpy as np
 
     rng = np.random.default_rng([seed, 0])
@@ -365,7 +368,7 @@ def generate(*, seed: int, num_images: int, dets_per_image: int) -> tuple[dict, 
     if not 1 <= num_images <= NUM_VAL_IMAGES:
         raise ValueError(f"num_images must be in [1, {NUM_VAL_IMAGES}], got {num_images}")
     categories = lvis_v1_categories()
-    layout = _layout(seed=seed, categories=categories)
+    layout = full_layout(seed=seed, categories=categories)
     cat_log_w = np.log(np.array([c["image_count"] for c in categories], dtype=np.float64))
     images, annotations = [], []
     for index in range(num_images):
@@ -711,9 +714,8 @@ def _measure(*, run: tuple, data: dict, max_dets: int, timeout_s: float | None) 
               "--child-workers", str(workers), "--max-dets-per-image", str(max_dets)],
         timeout_s=timeout_s,
     )  # fmt: skip
-    _log(
-        f"  {method} (workers={workers}): wall {record['wall_s']:.1f} s, AP {record['metrics']['AP']:.3f}"
-    )
+    wall, ap = record["wall_s"], record["metrics"]["AP"]
+    _log(f"  {method} (workers={workers}): wall {wall:.1f} s, AP {ap:.3f}")
     return dict(record, scale=scale, images=d["images"], detections=d["detections"])
 
 
