@@ -2,9 +2,11 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from _lvis_cases import lvis_api_eval
 from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net
 from detectron2.config import LazyConfig
 
@@ -36,6 +38,7 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
             "train.checkpointer.period=2",
             "train.clip_grad=35",
             f"train.output_dir={out}",
+            f"+dataloader.evaluator.output_dir={out / 'inference'}",
         ],
         env_with_datasets,
     )
@@ -46,6 +49,14 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     assert any("efl/gamma_r" in m and "efl/g_f" in m for m in metrics)  # EFL statistics logged
     assert any("bbox/APr" in m for m in metrics)  # final evaluation through LVISEvaluator
     assert "efl_d2 summary" in log and "APr" in log and "model_final.pth" in log
+    # the final evaluation (efl_d2's scorer, detections gathered from both processes) reports
+    # exactly lvis-api's numbers for the detections it saved
+    final = next(m for m in reversed(metrics) if "bbox/AP" in m)
+    results = json.loads((out / "inference" / "lvis_instances_results.json").read_text())
+    gt = Path(env_with_datasets["DETECTRON2_DATASETS"], "lvis", "mini_lvis_v1_val.json")
+    ev = lvis_api_eval(json.loads(gt.read_text()), results)
+    for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
+        assert final[f"bbox/{m}"] == float(ev.results[m] * 100), m
 
     log = _run(
         [

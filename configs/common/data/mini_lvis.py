@@ -11,6 +11,8 @@ dataloader.test.dataset.names = "mini_lvis_v1_val"
 dataloader.test.mapper.augmentations[0].short_edge_length = 256
 dataloader.test.mapper.augmentations[0].max_size = 384
 dataloader.test.num_workers = 1
+# a few thousand detections: scoring in this process beats starting worker processes
+dataloader.evaluator.num_workers = 0
 
 # The default build of `python -m efl_d2.data.mini_lvis` (its num_categories / num_train_images).
 num_classes = 40
