@@ -537,10 +537,8 @@ def _baseline_fn():
 
 
 def _ours_fn():
-    try:
-        from efl_d2.evaluation import evaluate_lvis
-    except ImportError:  # TEMPORARY stand-in until efl_d2.evaluation is merged
-        return _baseline_fn()
+    """efl_d2's exact evaluator, imported up front."""
+    from efl_d2.evaluation import evaluate_lvis
 
     def run(gt_path: str, results: list, max_dets: int, workers: int) -> dict:
         return evaluate_lvis(gt_path, results, max_dets_per_image=max_dets, num_workers=workers)
@@ -651,15 +649,21 @@ def max_abs_diff(*, a: dict, b: dict) -> float:
 
 def compare(*, rows: list[dict]) -> None:
     """Add wall_ratio and max_abs_diff to every row, against the baseline at the same scale or,
-    without one, against ours in-process at that scale (``reference`` says which)."""
+    without one, against ours in-process at that scale (``reference`` says which; "self" for the
+    row the others compare with)."""
     for row in rows:
         same = [r for r in rows if r["scale"] == row["scale"]]
-        ref = next((r for r in same if r["method"] == "baseline"), None)
-        row["reference"] = "baseline" if ref else "ours in-process"
-        ref = ref or next((r for r in same if r["method"] == "ours" and r["workers"] == 0), None)
-        has_baseline = row["reference"] == "baseline"
-        row["wall_ratio"] = row["wall_s"] / ref["wall_s"] if has_baseline else None
-        row["max_abs_diff"] = max_abs_diff(a=row["metrics"], b=ref["metrics"]) if ref else None
+        baseline = next((r for r in same if r["method"] == "baseline"), None)
+        in_process = next((r for r in same if r["method"] == "ours" and r["workers"] == 0), None)
+        ref = baseline or in_process
+        row["reference"] = "baseline" if baseline else "ours in-process"
+        if ref is row:
+            row["reference"] = "self"
+        row["wall_ratio"] = row["wall_s"] / ref["wall_s"] if baseline else None
+        diff = ref is not None and ref is not row
+        row["max_abs_diff"] = max_abs_diff(a=row["metrics"], b=ref["metrics"]) if diff else None
+        if row["method"] == "baseline":
+            row["max_abs_diff"] = 0.0
 
 
 def _fmt(value, spec: str) -> str:
@@ -678,8 +682,10 @@ def markdown_table(*, rows: list[dict]) -> str:
         worker_peak = _fmt(r["peak_rss_worker_max_gib"], ".2f") if r["descendants_seen"] else "-"
         ratio = _fmt(r["wall_ratio"], ".3f") + ("x" if r["wall_ratio"] is not None else "")
         diff = _fmt(r["max_abs_diff"], ".3g")
-        if r["reference"] != "baseline" and r["max_abs_diff"] is not None:
+        if r["reference"] == "ours in-process":
             diff += " (vs ours in-process)"
+        elif r["reference"] == "self" and r["method"] != "baseline":
+            diff = "reference"
         lines.append(
             f"| {r['method']} | {workers} | {r['scale']:g} ({r['images']}) | {r['load_s']:.1f} "
             f"| {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_rss_main_gib']:.2f} "
@@ -731,12 +737,16 @@ def benchmark(args: argparse.Namespace) -> int:
     for scale in dict.fromkeys(s for s, _, _ in runs):
         num_images = num_images_for_scale(scale=scale)
         _log(f"data at scale {scale:g} ({num_images} images) in {args.work_dir} ...")
-        data[scale] = _run_tool_subprocess(
-            args=["--child", "generate", "--work-dir", args.work_dir, "--seed", str(args.seed),
-                  "--child-num-images", str(num_images),
-                  "--dets-per-image", str(args.dets_per_image)],
-            timeout_s=None,
-        )  # fmt: skip
+        try:
+            data[scale] = _run_tool_subprocess(
+                args=["--child", "generate", "--work-dir", args.work_dir, "--seed", str(args.seed),
+                      "--child-num-images", str(num_images),
+                      "--dets-per-image", str(args.dets_per_image)],
+                timeout_s=None,
+            )  # fmt: skip
+        except RuntimeError as e:
+            _log(f"FAILED: {e}")
+            return 1
     rows, failed = [], []
     for run in runs:
         try:
