@@ -443,7 +443,7 @@ def ensure_data(*, work_dir: str, seed: int, num_images: int, dets_per_image: in
     )
     if all(os.path.exists(paths[k]) for k in ("gt", "results", "meta")):
         with open(paths["meta"]) as f:
-            return json.load(f)
+            return dict(json.load(f), **paths)  # paths of this work dir, wherever it moved
     os.makedirs(work_dir, exist_ok=True)
     t0 = time.perf_counter()
     gt, detections = generate(seed=seed, num_images=num_images, dets_per_image=dets_per_image)
@@ -598,13 +598,13 @@ def child_main(*, method: str, gt_path: str, results_path: str, workers: int, ma
     print(RESULT_TAG + json.dumps(record), flush=True)
 
 
-def _run_tool_subprocess(*, args: list[str], timeout_s: float | None) -> dict:
+def _run_tool_subprocess(*, args: list[str], what: str, timeout_s: float | None) -> dict:
     """Run this file with args in a fresh interpreter; returns its tagged JSON record."""
     cmd = [sys.executable, os.path.abspath(__file__), *args]
     proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, text=True, timeout=timeout_s)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(args[:2])} failed (exit {proc.returncode})")
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}; its stderr is above)")
     return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
@@ -718,6 +718,7 @@ def _measure(*, run: tuple, data: dict, max_dets: int, timeout_s: float | None) 
     record = _run_tool_subprocess(
         args=["--child", method, "--child-gt", d["gt"], "--child-results", d["results"],
               "--child-workers", str(workers), "--max-dets-per-image", str(max_dets)],
+        what=f"{method} (workers={workers}) at scale {scale:g}",
         timeout_s=timeout_s,
     )  # fmt: skip
     wall, ap = record["wall_s"], record["metrics"]["AP"]
@@ -742,6 +743,7 @@ def benchmark(args: argparse.Namespace) -> int:
                 args=["--child", "generate", "--work-dir", args.work_dir, "--seed", str(args.seed),
                       "--child-num-images", str(num_images),
                       "--dets-per-image", str(args.dets_per_image)],
+                what=f"data generation at scale {scale:g}",
                 timeout_s=None,
             )  # fmt: skip
         except RuntimeError as e:
@@ -788,7 +790,12 @@ def _positive_fraction(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="See the module docstring (top of this file) for the data generator's rule.",
+        epilog="examples:\n"
+        "  %(prog)s --scale 0.02\n"
+        "  %(prog)s --scale 1 --baseline-scale 0.2 --workers 1 2 4 --json bench.json\n"
+        "  %(prog)s --scale 0.1 --skip-baseline\n\n"
+        "The module docstring (top of this file) describes the data generator's rule.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--scale",
