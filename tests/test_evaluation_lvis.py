@@ -339,3 +339,19 @@ def test_train_net_eval_protocol_switch(tmp_path, env_with_datasets):
         env_with_datasets,
     )
     assert proc.returncode == 2 and "--eval-protocol" in proc.stdout + proc.stderr
+
+
+def test_scoring_processes_import_neither_torch_nor_detectron2():
+    """What a scoring worker imports (efl_d2 with EFL_D2_NUMPY_ONLY=1): numpy and lvis-api."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, efl_d2.evaluation.lvis_scoring as s; s._lvis_params(); "
+        "print(sorted(m for m in ('torch', 'detectron2') if m in sys.modules))"
+    )
+    env = {**os.environ, "EFL_D2_NUMPY_ONLY": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
