@@ -31,6 +31,9 @@ from detectron2.data import transforms as T
 from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
+from .evaluation import categories as _categories
+from .evaluation.categories import FREQUENCY_COLORS, FREQUENCY_NAMES  # noqa: F401  (re-exported)
+
 __all__ = [
     "Fig2Data",
     "Fig4Data",
@@ -49,9 +52,6 @@ __all__ = [
     "plot_fig4",
     "scoring_mapper_from_config",
 ]
-
-FREQUENCY_COLORS = {"f": "tab:blue", "c": "tab:orange", "r": "tab:red", "?": "tab:gray"}
-FREQUENCY_NAMES = {"f": "frequent", "c": "common", "r": "rare", "?": "unknown"}
 
 
 # ----------------------------------------------------------------------------- categories
@@ -88,7 +88,7 @@ def class_frequency_groups(dataset_name: str, num_classes: int | None = None) ->
     if n == 1203 and "v1" in dataset_name:
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-        return [c["frequency"] for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+        return _categories.category_frequencies(LVIS_CATEGORIES)
     return None
 
 
@@ -282,26 +282,6 @@ def fig2_data_from_config(
     return data
 
 
-def _scatter_by_group(ax, x, y, letters, **kwargs) -> dict:
-    """One ``plot`` line (markers only) per frequency group; returns {letter: (x, y)} drawn."""
-    drawn = {}
-    letters = np.asarray(letters)
-    for letter in ("f", "c", "r", "?"):
-        mask = letters == letter
-        if mask.any():
-            line = ax.plot(
-                x[mask],
-                y[mask],
-                linestyle="none",
-                marker=kwargs.get("marker", "o"),
-                markersize=kwargs.get("markersize", 4),
-                color=FREQUENCY_COLORS[letter],
-                label=kwargs.get("label_fmt", "{}").format(FREQUENCY_NAMES[letter]),
-            )[0]
-            drawn[letter] = (np.asarray(line.get_xdata()), np.asarray(line.get_ydata()))
-    return drawn
-
-
 def plot_fig2(data: Fig2Data, output: str, title: str = "") -> dict:
     """Save Fig. 2 as a PNG: log10(#pos / #neg) per category, most frequent category first.
 
@@ -311,18 +291,19 @@ def plot_fig2(data: Fig2Data, output: str, title: str = "") -> dict:
         ``{"x": ranks, "y": values, "class_ids": ...}`` of the drawn points, read back from
         the figure, in rank order.
     """
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .evaluation.plots import scatter_by_frequency
 
     order = data.order
     y = data.log_ratio[order]
     x = np.arange(len(order))
     finite = np.isfinite(y)
     letters = [data.frequency[i] if data.frequency else "?" for i in order]
-    fig, ax = plt.subplots(figsize=(10, 4))
-    drawn = _scatter_by_group(ax, x[finite], y[finite], np.asarray(letters)[finite])
+    # a Figure of its own, not pyplot's: the caller's backend (e.g. a notebook's) is left alone
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    drawn = scatter_by_frequency(ax, x[finite], y[finite], np.asarray(letters)[finite])
     ax.set_xlabel("category index, sorted by number of training images (descending)")
     ax.set_ylabel("log10(#positive / #negative samples)")
     missing = int((~finite).sum())
@@ -335,7 +316,6 @@ def plot_fig2(data: Fig2Data, output: str, title: str = "") -> dict:
     ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(output, dpi=120)
-    plt.close(fig)
     xs = np.concatenate([d[0] for d in drawn.values()]) if drawn else np.zeros(0)
     ys = np.concatenate([d[1] for d in drawn.values()]) if drawn else np.zeros(0)
     sort = np.argsort(xs, kind="stable")
@@ -455,15 +435,11 @@ def plot_fig4(
         ``{panel: {"positive": (x, y), "negative": (x, y)}}`` read back from the drawn lines,
         x = rank in ``order``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     order = np.asarray(order)
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(6 * len(panels), 4), sharey=True, squeeze=False
-    )
+    fig = Figure(figsize=(6 * len(panels), 4))  # not pyplot's: see plot_fig2
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)
     drawn = {}
     x = np.arange(len(order))
     for ax, (name, data) in zip(axes[0], panels.items()):
@@ -500,7 +476,6 @@ def plot_fig4(
     axes[0][0].legend(loc="best")
     fig.tight_layout()
     fig.savefig(output, dpi=120)
-    plt.close(fig)
     return drawn
 
 
@@ -543,30 +518,22 @@ def lvis_predictions(
 
 
 def per_category_ap(lvis_eval) -> dict:
-    """Per-category box AP from an evaluated ``lvis.LVISEval``.
-
-    ``eval["precision"]`` is [T (IoU thresholds), R (recall thresholds), K (categories), A (area
-    ranges)] with -1 where a category has no ground truth; AP_k is the mean over T and R of the
-    valid entries at area "all" (NaN when none), so the mean of AP_k over a frequency group
-    equals LVIS's AP_r / AP_c / AP_f.
+    """Per-category box AP from an evaluated ``lvis.LVISEval``
+    (:func:`efl_d2.evaluation.categories.per_category_ap` on its ``eval["precision"]``, area
+    "all"): AP_k is the mean over IoU and recall thresholds of the valid entries, NaN without
+    ground truth, so the mean of AP_k over a frequency group equals LVIS's AP_r / AP_c / AP_f.
 
     Returns:
         ``{"category_id", "name", "frequency", "image_count", "ap"}`` -> lists over
         ``lvis_eval.params.cat_ids`` (sorted ids), AP in [0, 1].
     """
-    precision = np.asarray(lvis_eval.eval["precision"])
-    area = lvis_eval.params.area_rng_lbl.index("all")
-    cats = lvis_eval.lvis_gt.cats
-    out = {"category_id": [], "name": [], "frequency": [], "image_count": [], "ap": []}
-    for k, cid in enumerate(lvis_eval.params.cat_ids):
-        p = precision[:, :, k, area]
-        valid = p > -1
-        out["category_id"].append(cid)
-        out["name"].append(cats[cid].get("name", str(cid)))
-        out["frequency"].append(cats[cid].get("frequency", "?"))
-        out["image_count"].append(cats[cid].get("image_count", 0))
-        out["ap"].append(float(p[valid].mean()) if valid.any() else float("nan"))
-    return out
+    rows = _categories.per_category_ap(
+        lvis_eval.eval["precision"],
+        lvis_eval.params.cat_ids,
+        lvis_eval.lvis_gt.cats,
+        area_index=lvis_eval.params.area_rng_lbl.index("all"),
+    )
+    return {key: [r[key] for r in rows] for key in _categories.REPORT_COLUMNS}
 
 
 def evaluate_lvis(
@@ -595,11 +562,9 @@ def evaluate_lvis(
         k: float(v) * 100 if v >= 0 else float("nan") for k, v in lvis_eval.get_results().items()
     }
     table = per_category_ap(lvis_eval)
-    ap = np.asarray(table["ap"])
-    for g in ("r", "c", "f"):
-        mask = np.asarray(table["frequency"]) == g
-        vals = ap[mask & ~np.isnan(ap)]
-        summary[f"AP{g}_percat"] = float(vals.mean() * 100) if len(vals) else float("nan")
+    rows = [dict(zip(table, values)) for values in zip(*table.values())]
+    for g, group in _categories.per_group_summary(rows).items():
+        summary[f"AP{g}_percat"] = group["ap"] * 100
     return summary, table
 
 

@@ -23,7 +23,8 @@ from collections import Counter
 import numpy as np
 import torch
 
-_COLORS = {"f": "tab:blue", "c": "tab:orange", "r": "tab:red", "?": "tab:gray"}
+from efl_d2.evaluation.categories import FREQUENCY_COLORS, FREQUENCY_NAMES, category_records
+from efl_d2.evaluation.plots import LEGEND_ORDER, frequency_colors
 
 
 def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
@@ -59,13 +60,13 @@ def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
 
 def category_frequencies(lvis_json: str) -> tuple[np.ndarray, list[str], list[str]]:
     """(annotation count, LVIS frequency letter, name) per category, in sorted-id order (the
-    contiguous class index detectron2 uses)."""
+    contiguous class index detectron2 uses); a category without a frequency gets "?" (grey)."""
     with open(lvis_json) as f:
         data = json.load(f)
-    cats = sorted(data["categories"], key=lambda c: c["id"])
+    cats = category_records(data["categories"], allow_unknown=True)
     counts = Counter(a["category_id"] for a in data.get("annotations", []))
-    n = np.array([counts.get(c["id"], 0) for c in cats], dtype=np.int64)
-    return n, [c.get("frequency", "?") for c in cats], [c.get("name", str(c["id"])) for c in cats]
+    n = np.array([counts.get(c["category_id"], 0) for c in cats], dtype=np.int64)
+    return n, [c["frequency"] for c in cats], [c["name"] for c in cats]
 
 
 def compute_plot_data(
@@ -104,17 +105,14 @@ def plot(
     freq_letters: list[str] | None = None,
     key_label: str = "",
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is main's choice (Agg)
 
     fig, axes = plt.subplots(2, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
     for col, (name, data) in enumerate(panels.items()):
         letters = (
             [freq_letters[i] for i in data["order"]] if freq_letters else ["?"] * len(data["g"])
         )
-        colors = [_COLORS.get(x, "tab:gray") for x in letters]
+        colors = frequency_colors(letters)
         x = np.arange(len(data["g"]))
         for row, (field, label) in enumerate((("g", "g_j"), ("gamma", "gamma_j"))):
             ax = axes[row][col]
@@ -124,8 +122,10 @@ def plot(
         axes[0][col].set_title(name)
         axes[1][col].set_xlabel(f"category rank ({key_label})")
     if freq_letters:
-        for letter, label in (("f", "frequent"), ("c", "common"), ("r", "rare")):
-            axes[0][0].scatter([], [], s=10, c=_COLORS[letter], label=label)
+        for letter in LEGEND_ORDER:
+            axes[0][0].scatter(
+                [], [], s=10, c=FREQUENCY_COLORS[letter], label=FREQUENCY_NAMES[letter]
+            )
         axes[0][0].legend(loc="best")
     fig.tight_layout()
     fig.savefig(output, dpi=120)
@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     parser.add_argument("--gamma-b", type=float, default=2.0, help="EFL gamma_b")
     parser.add_argument("--scale", type=float, default=8.0, help="EFL scale factor s")
     args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file-writing tool: no display needed
 
     stats = load_statistics(args.checkpoint)
     counts = letters = None

@@ -20,6 +20,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.lvis import load_lvis_json, register_lvis_instances
 
+from ..evaluation.categories import category_frequencies
+
 __all__ = [
     "MINI_LVIS_SPLITS",
     "DatasetFileError",
@@ -102,10 +104,14 @@ def lvis_json_metadata(json_file: str) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
         raise DatasetFileError(f"{json_file}: no 'categories' list. " + _repair_hint(json_file))
     cats = sorted(data["categories"], key=lambda c: c["id"])
+    try:
+        frequency = category_frequencies(cats)
+    except ValueError as e:
+        raise DatasetFileError(f"{json_file}: {e}. " + _repair_hint(json_file)) from e
     return {
         "thing_classes": [c["synonyms"][0] if c.get("synonyms") else c["name"] for c in cats],
         "class_image_count": [{"id": c["id"], "image_count": c["image_count"]} for c in cats],
-        "class_frequency": [c["frequency"] for c in cats],
+        "class_frequency": frequency,
     }
 
 
@@ -286,5 +292,5 @@ def class_frequencies(names: str | Sequence[str]) -> list[str] | None:
     if name[0].startswith("lvis_v1"):
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-        return [c["frequency"] for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])]
+        return category_frequencies(LVIS_CATEGORIES)
     return None

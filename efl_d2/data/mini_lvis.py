@@ -49,7 +49,8 @@ depend only on the sizes, not on the seed. The build is atomic: everything is wr
 staging folder and moved into place, the JSONs last, so an interrupted build never leaves a
 dataset that looks complete.
 
-This module imports only numpy and PIL. Command line::
+This module imports only numpy, PIL and :mod:`efl_d2.evaluation.categories` (LVIS's frequency
+groups; numpy only). Command line::
 
     python -m efl_d2.data.mini_lvis --root datasets [--seed 0] [--num-train-images 600] ...
 """
@@ -72,6 +73,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+# The generator's frequency groups are LVIS v1's; the thresholds stay importable from here.
+from ..evaluation.categories import (  # noqa: F401
+    COMMON_MAX_IMAGES,
+    RARE_MAX_IMAGES,
+    frequency_group,
+)
+
 __all__ = [
     "FORMAT_VERSION",
     "CategorySpec",
@@ -90,10 +98,6 @@ __all__ = [
 #: Bumped whenever the generator's output changes for the same parameters; a dataset built by
 #: another version is rebuilt by :func:`ensure_mini_lvis`.
 FORMAT_VERSION = 1
-
-#: LVIS v1 frequency thresholds on the number of train images that contain a category.
-RARE_MAX_IMAGES = 10
-COMMON_MAX_IMAGES = 100
 
 SHAPES = (
     "circle",
@@ -128,15 +132,6 @@ _STAGING_PREFIX = ".mini_lvis_build_"
 _COCO_URL = "http://images.cocodataset.org/{folder}/{file}"
 # Fixed (not "now"): the JSONs must be byte-identical across builds.
 _DATE = "2022-06-19 00:00:00"
-
-
-def frequency_group(image_count: int) -> str:
-    """LVIS v1 frequency group of a category seen in ``image_count`` train images."""
-    if image_count <= RARE_MAX_IMAGES:
-        return "r"
-    if image_count <= COMMON_MAX_IMAGES:
-        return "c"
-    return "f"
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..evaluation.categories import FREQUENCY_GROUPS, category_frequencies
 from .grad_stats import GradientStatistics
 
 __all__ = [
@@ -15,20 +16,12 @@ __all__ = [
     "summarize_category_statistics",
 ]
 
-FREQUENCY_GROUPS = ("r", "c", "f")  # LVIS: rare (1-10 images), common (11-100), frequent (>100)
-
 
 def frequency_groups_from_lvis_categories(categories: Sequence[dict]) -> list[str]:
     """The LVIS ``frequency`` letter of each category, in contiguous-id order (sorted by ``id``,
-    which is how detectron2 maps LVIS category ids to class indices)."""
-    cats = sorted(categories, key=lambda c: c["id"])
-    missing = [c["id"] for c in cats if c.get("frequency") not in FREQUENCY_GROUPS]
-    if missing:
-        raise ValueError(
-            f"categories {missing[:5]} have no LVIS 'frequency' in {FREQUENCY_GROUPS}; "
-            "pass a LVIS-format json whose categories carry it"
-        )
-    return [c["frequency"] for c in cats]
+    which is how detectron2 maps LVIS category ids to class indices); ValueError naming the
+    categories without one. Same as :func:`efl_d2.evaluation.categories.category_frequencies`."""
+    return category_frequencies(categories)
 
 
 def summarize_category_statistics(

@@ -41,13 +41,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from efl_d2.evaluation import categories
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CONFIGS = os.path.join(HERE, "configs")
 RESULT_FILE = "study_result.json"  # a run's final results file: its presence means "finished"
 METRICS = ("AP", "APr", "APc", "APf")
-GROUPS = ("r", "c", "f")
-GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+GROUPS = categories.FREQUENCY_GROUPS
 _SAY_LOCK = threading.Lock()
 
 
@@ -163,13 +164,13 @@ def prepare_dataset(root: str) -> dict:
     paths = ml.mini_lvis_paths(root)
     meta = ml.load_meta(paths)
     with open(paths.json_train) as f:
-        cats = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+        cats = categories.category_records(json.load(f)["categories"])
     return {
         "root": os.path.abspath(root),
         "params": meta.get("params", {}),
         "categories": [
             {
-                "id": c["id"],
+                "id": c["category_id"],
                 "name": c["name"],
                 "frequency": c["frequency"],
                 "image_count": c["image_count"],
@@ -231,8 +232,8 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def per_category_ap(results_json: str, gt_json: str) -> dict[int, float]:
-    """AP per category id (NaN where undefined) by LVIS's own evaluation of the dumped results."""
-    import numpy as np
+    """AP per category id in percent (NaN where undefined) by LVIS's own evaluation of the dumped
+    results (:func:`efl_d2.evaluation.categories.per_category_ap`)."""
     from lvis import LVIS, LVISEval, LVISResults
 
     gt = LVIS(gt_json)
@@ -246,13 +247,8 @@ def per_category_ap(results_json: str, gt_json: str) -> dict[int, float]:
     # redirection here: it is process-wide, and runs are post-processed in parallel threads.
     ev.evaluate()
     ev.accumulate()
-    prec = ev.eval["precision"]  # [T, R, K, A]
-    out = {}
-    for k, cat_id in enumerate(ev.params.cat_ids):
-        p = prec[:, :, k, 0]
-        p = p[p > -1]
-        out[cat_id] = float(np.mean(p)) * 100 if p.size else float("nan")
-    return out
+    rows = categories.per_category_ap(ev.eval["precision"], ev.params.cat_ids, gt.cats)
+    return {r["category_id"]: r["ap"] * 100 for r in rows}
 
 
 def efl_trace(metrics: list[dict]) -> dict:
@@ -629,7 +625,10 @@ def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]
             label=n,
             marker="o" if main else ".",
         )
-    for lim, name in ((10, "rare ≤ 10"), (100, "common ≤ 100")):
+    for lim, name in (
+        (categories.RARE_MAX_IMAGES, f"rare ≤ {categories.RARE_MAX_IMAGES}"),
+        (categories.COMMON_MAX_IMAGES, f"common ≤ {categories.COMMON_MAX_IMAGES}"),
+    ):
         ax.axvline(lim + 0.5, color="grey", lw=0.8, ls="--")
         ax.text(lim + 0.5, ax.get_ylim()[1] * 0.97, " " + name, fontsize=7, va="top")
     ax.set_xscale("log")
@@ -649,7 +648,6 @@ def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]
     traced = [n for n in efl_family if any("efl/gamma_r" in r["efl_trace"] for r in runs[n])]
     if traced:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        colours = {"r": "tab:red", "c": "tab:orange", "f": "tab:blue"}
         styles = ["-", "--", ":", "-.", (0, (3, 1, 1, 1)), (0, (5, 2))]
         main = ["efl"] if "efl" in traced else traced[:1]
         for i, n in enumerate(
@@ -664,8 +662,8 @@ def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]
                     it,
                     ys.mean(0),
                     ls=styles[i % len(styles)],
-                    color=colours[g],
-                    label=f"{n}: {GROUP_NAMES[g]}",
+                    color=categories.FREQUENCY_COLORS[g],
+                    label=f"{n}: {categories.FREQUENCY_NAMES[g]}",
                 )
         axes[0].set_xlabel("iteration")
         axes[0].set_ylabel("mean gamma_j of the group")
