@@ -352,6 +352,35 @@ def test_scoring_processes_import_neither_torch_nor_detectron2():
         "print(sorted(m for m in ('torch', 'detectron2') if m in sys.modules))"
     )
     env = {**os.environ, "EFL_D2_NUMPY_ONLY": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_evaluator_writes_the_per_category_report_and_group_histograms(tmp_path):
+    from detectron2.utils.events import EventStorage
+
+    from efl_d2.evaluation import per_group_summary, read_per_category_report
+
+    gt, results = make_case(7)
+    register_gt(tmp_path, gt, "efl_eval_test_case7")
+    evaluator = LVISEvaluator("efl_eval_test_case7", output_dir=str(tmp_path))
+    with EventStorage() as storage:
+        metrics = run_evaluator(evaluator, model_outputs(gt, results))["bbox"]
+    rows = read_per_category_report(str(tmp_path / "per_category_ap_bbox.csv"))
+    assert [r["category_id"] for r in rows] == sorted(c["id"] for c in gt["categories"])
+    groups = per_group_summary(rows)
+    for g in "rcf":  # the group means of the report are lvis-api's APr / APc / APf
+        assert 100 * groups[g]["ap"] == pytest.approx(metrics[f"AP{g}"], rel=1e-12)
+    counts = {}
+    for a in gt["annotations"]:
+        counts[a["category_id"]] = counts.get(a["category_id"], 0) + 1
+    assert {r["category_id"]: r["val_instance_count"] for r in rows} == {
+        c["id"]: counts.get(c["id"], 0) for c in gt["categories"]
+    }
+    hists = {h["tag"]: h for h in storage._histograms}
+    assert set(hists) == {f"bbox/per_category_AP_{g}" for g in "rcf"}
+    n_r = sum(1 for r in rows if r["frequency"] == "r" and not math.isnan(r["ap"]))
+    assert hists["bbox/per_category_AP_r"]["num"] == n_r

@@ -29,12 +29,14 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .._atomic import TMP_MARK as _TMP_MARK
+from .._atomic import atomic_write
 from .official import (
     adapt_to_model,
     check_official_architecture,
@@ -75,34 +77,6 @@ class CheckpointMismatchError(RuntimeError):
 
 class CheckpointReadError(RuntimeError):
     """A checkpoint file cannot be read (empty, truncated, not a checkpoint); the message names it."""
-
-
-_TMP_MARK = ".tmp-"
-
-
-def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
-    """Write ``path`` so that it is either absent / its old content, or complete.
-
-    ``write(f)`` writes into a temporary file next to ``path`` (same file system), which is flushed,
-    fsync'ed and renamed over ``path``. A crash at any point leaves at most a ``<path>.tmp-<pid>``
-    file behind, never a partial file under the final name.
-    """
-    tmp = f"{path}{_TMP_MARK}{os.getpid()}"
-    try:
-        with open(tmp, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:  # make the rename itself durable
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _checkpoint_iteration(file_name: str) -> float:

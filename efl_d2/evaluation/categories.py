@@ -19,11 +19,12 @@ import io
 import json
 import math
 import os
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .._atomic import atomic_write
 
 __all__ = [
     "COMMON_MAX_IMAGES",
@@ -219,19 +220,8 @@ def per_group_summary(rows: Iterable[dict]) -> dict[str, dict]:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    # A reader never sees a half-written report: write a sibling temp file, then rename it.
-    tmp = os.path.join(
-        os.path.dirname(path) or ".",
-        f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp",
-    )
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # a reader never sees a half-written report
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _report_rows(rows: Iterable[dict], val_instance_counts: Mapping[int, int] | None) -> list:

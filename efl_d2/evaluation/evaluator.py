@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 from collections import OrderedDict
 
 import numpy as np
+import torch
 from detectron2.evaluation import LVISEvaluator as _D2LVISEvaluator
 from detectron2.evaluation.lvis_evaluation import _evaluate_predictions_on_lvis
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage, has_event_storage
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
+from .categories import FREQUENCY_GROUPS, per_category_ap, write_per_category_report
 from .lvis_scoring import (
     PROTOCOLS,
     combine_shards,
@@ -304,4 +308,29 @@ class LVISEvaluator(_D2LVISEvaluator):
             f"Evaluation results for bbox ({self._protocol}): \n" + create_small_table(metrics)
         )
         self.last_scores = scores
+        if self._protocol != "pooled":
+            self._report_per_category(scores, arrays)
         return OrderedDict(metrics)
+
+    def _report_per_category(self, scores, arrays):
+        """AP of every category with its frequency group and train image count: a CSV/JSON
+        report in the output folder and, during training, one TensorBoard histogram per group."""
+        rows = per_category_ap(
+            scores.precision, scores.cat_ids.tolist(), self._lvis_api.dataset["categories"]
+        )
+        if self._output_dir:
+            counts = np.bincount(arrays.gt_cat, minlength=len(arrays.cat_ids))
+            paths = write_per_category_report(
+                rows,
+                self._output_dir,
+                prefix=f"per_category_ap_bbox{'' if self._protocol == 'standard' else '_fixed'}",
+                val_instance_counts=dict(zip(arrays.cat_ids.tolist(), counts.tolist())),
+            )
+            self._logger.info(f"Per-category AP written to {paths['csv']}")
+        if not has_event_storage():  # no training loop around this evaluation
+            return
+        storage = get_event_storage()
+        for group in FREQUENCY_GROUPS:
+            ap = [r["ap"] for r in rows if r["frequency"] == group and not math.isnan(r["ap"])]
+            if ap:
+                storage.put_histogram(f"bbox/per_category_AP_{group}", torch.tensor(ap) * 100)

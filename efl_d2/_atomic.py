@@ -1,0 +1,34 @@
+"""Atomic file writes (standard library only, so light modules can use it too)."""
+
+import os
+from collections.abc import Callable
+
+__all__ = ["TMP_MARK", "atomic_write"]
+
+#: infix of the temporary file next to the target: ``<path>.tmp-<pid>``
+TMP_MARK = ".tmp-"
+
+
+def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
+    """Write ``path`` so that it is either absent / its old content, or complete.
+
+    ``write(f)`` writes into a temporary file next to ``path`` (same file system), which is flushed,
+    fsync'ed and renamed over ``path``. A crash at any point leaves at most a ``<path>.tmp-<pid>``
+    file behind, never a partial file under the final name.
+    """
+    tmp = f"{path}{TMP_MARK}{os.getpid()}"
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:  # make the rename itself durable
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
