@@ -149,10 +149,10 @@ def test_plan_runs():
     plan = TOOL.plan_runs(scale=1.0, baseline_scale=0.2, skip_baseline=False, workers=[1, 2])
     assert plan == [
         (0.2, "baseline", 0), (0.2, "ours", 0), (0.2, "ours", 1), (0.2, "ours", 2),
-        (1.0, "ours", 0), (1.0, "ours", 1), (1.0, "ours", 2),
+        (1.0, "ours", 0), (1.0, "ours", 1), (1.0, "ours", 2), (1.0, "ours-file", 2),
     ]  # fmt: skip
     plan = TOOL.plan_runs(scale=0.5, baseline_scale=0.2, skip_baseline=True, workers=[2])
-    assert plan == [(0.5, "ours", 0), (0.5, "ours", 2)]
+    assert plan == [(0.5, "ours", 0), (0.5, "ours", 2), (0.5, "ours-file", 2)]
 
 
 def test_table_shows_zero_metric_difference(tmp_path):
@@ -171,11 +171,12 @@ def test_table_shows_zero_metric_difference(tmp_path):
         ("baseline", 0),
         ("ours", 0),
         ("ours", 1),
+        ("ours-file", 1),
     ]
     assert all(r["max_abs_diff"] == 0.0 and r["images"] == NUM_IMAGES for r in rows)
     assert all(r["function"].startswith("efl_d2.evaluation") for r in rows[1:])
     table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ours")]
-    assert len(table) == 2 and all(ln.endswith("| 0 |") for ln in table)
+    assert len(table) == 3 and all(ln.endswith("| 0 |") for ln in table)
 
 
 def _row(method, workers, scale, wall, ap, **kw):

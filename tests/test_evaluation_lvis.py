@@ -384,3 +384,26 @@ def test_evaluator_writes_the_per_category_report_and_group_histograms(tmp_path)
     assert set(hists) == {f"bbox/per_category_AP_{g}" for g in "rcf"}
     n_r = sum(1 for r in rows if r["frequency"] == "r" and not math.isnan(r["ap"]))
     assert hists["bbox/per_category_AP_r"]["num"] == n_r
+
+
+def test_results_json_read_as_arrays_scores_the_same(tmp_path):
+    from efl_d2.data.datasets import DatasetFileError
+    from efl_d2.evaluation.lvis_scoring import read_lvis_results
+
+    gt, results = make_case(8)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    arrays = read_lvis_results(str(path))
+    assert arrays["bbox"].shape == (len(results), 4)
+    assert arrays["score"].tolist() == [r["score"] for r in results]
+    assert evaluate_lvis(gt, str(path)) == evaluate_lvis(gt, results)
+    for bad, message in (
+        ('{"a": 1}', "expected a list"),
+        ('[{"image_id": 5}]', "result 0 is not a detection"),
+        ('[{"image_id": 5, "category_id": 1, "score": 0.5, "bbox": [1, 2]}]', "4 numbers"),
+        ('[{"image_id": 5, "score": 0.5, "bbox": [1, 2, 3, 4]}]', "lacks a field"),
+        ('[{"image_id": 5,', "line 1, column"),
+    ):
+        path.write_text(bad)
+        with pytest.raises(DatasetFileError, match=message):
+            read_lvis_results(str(path))

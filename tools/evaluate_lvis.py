@@ -43,15 +43,14 @@ def main(argv=None) -> dict:
     from efl_d2.checkpoint import atomic_write
     from efl_d2.data.datasets import DatasetFileError, read_json
     from efl_d2.evaluation import evaluate_lvis
+    from efl_d2.evaluation.lvis_scoring import read_lvis_results
 
     setup_logger(name="efl_d2")
     try:
         for path in (args.gt_json, args.results_json):
             if not os.path.isfile(path):
                 raise DatasetFileError(f"{path}: no such file")
-        gt, results = read_json(args.gt_json), read_json(args.results_json)
-        if not isinstance(results, list):
-            raise DatasetFileError(f"{args.results_json}: expected a list of results")
+        gt, results = read_json(args.gt_json), read_lvis_results(args.results_json)
         start = time.perf_counter()
         metrics = evaluate_lvis(
             gt,
@@ -67,7 +66,7 @@ def main(argv=None) -> dict:
         raise SystemExit(2) from e
     print(create_small_table(metrics))
     print(
-        f"({len(results)} detections, {args.protocol} protocol, {time.perf_counter() - start:.1f} s)"
+        f"({len(results['score'])} detections, {args.protocol} protocol, {time.perf_counter() - start:.1f} s)"
     )
     if args.json:
         atomic_write(args.json, lambda f: json.dump(metrics, f, indent=2), mode="w")

@@ -39,9 +39,11 @@ one per category.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import multiprocessing
 import os
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +61,7 @@ __all__ = [
     "metric_names",
     "metrics_percent",
     "plan_shards",
+    "read_lvis_results",
     "score_lvis",
     "score_shards",
     "top_k_per_key",
@@ -157,6 +160,52 @@ def _results_arrays(results) -> tuple:
     score = np.fromiter((r["score"] for r in results), np.float64, count=n)
     box = np.fromiter((v for r in results for v in r["bbox"]), np.float64, count=4 * n)
     return img, cat, box.reshape(n, 4), score
+
+
+def read_lvis_results(path: str) -> dict:
+    """An LVIS results json as arrays (``{"image_id", "category_id", "bbox" (D, 4), "score"}``),
+    without holding a Python dict per detection: 5.9M detections take ~0.2 GiB instead of ~3.5.
+
+    Raises:
+        efl_d2.data.datasets.DatasetFileError: not valid JSON, not a list, or a result without
+            ``image_id``/``category_id``/``bbox``/``score``.
+    """
+    from ..data.datasets import DatasetFileError, read_json
+
+    fields = {"image_id": array("q"), "category_id": array("q"), "score": array("d")}
+    boxes = array("d")
+
+    def take(obj: dict):
+        if "score" not in obj or "bbox" not in obj:
+            return obj
+        for k, values in fields.items():
+            values.append(obj[k])
+        boxes.extend(obj["bbox"])
+        return None
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            parsed = json.load(f, object_hook=take)
+    except json.JSONDecodeError:
+        read_json(path)  # raises the error that names file, line and column
+        raise
+    except (KeyError, TypeError) as e:
+        raise DatasetFileError(f"{path}: a result lacks a field or has a wrong type ({e}).") from e
+    if not isinstance(parsed, list):
+        raise DatasetFileError(f"{path}: expected a list of results, got {type(parsed).__name__}.")
+    bad = next((i for i, x in enumerate(parsed) if x is not None), None)
+    if bad is not None:
+        raise DatasetFileError(
+            f"{path}: result {bad} is not a detection ({str(parsed[bad])[:80]})."
+        )
+    out = {
+        k: np.frombuffer(v, dtype=np.int64 if v.typecode == "q" else np.float64)
+        for k, v in fields.items()
+    }
+    if len(boxes) != 4 * len(out["score"]):
+        raise DatasetFileError(f"{path}: every bbox must have 4 numbers.")
+    out["bbox"] = np.frombuffer(boxes, dtype=np.float64).reshape(-1, 4)
+    return out
 
 
 def top_k_per_key(keys: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
@@ -652,9 +701,7 @@ def evaluate_lvis(
         detectron2's ``LVISEvaluator``) or ``AP-pool AP-pool-r AP-pool-c AP-pool-f``.
     """
     if isinstance(results, (str, os.PathLike)):
-        from ..data.datasets import read_json
-
-        results = read_json(os.fspath(results))
+        results = read_lvis_results(os.fspath(results))
     arrays = lvis_arrays(
         gt_json,
         results,
@@ -663,7 +710,7 @@ def evaluate_lvis(
         dets_per_category=dets_per_category,
         image_ids=image_ids,
     )
-    if len(arrays.dt_score) == 0 and len(results) == 0:  # as detectron2: nothing to score
+    if len(results["score"] if isinstance(results, dict) else results) == 0:  # as detectron2
         logger.warning("No predictions to evaluate.")
         return {m: float("nan") for m in metric_names(protocol)}
     return metrics_percent(score_lvis(arrays, protocol=protocol, num_workers=num_workers))
