@@ -539,33 +539,28 @@ def per_category_ap(lvis_eval) -> dict:
 def evaluate_lvis(
     gt_json: str, results: list, *, image_ids: Sequence[int] | None = None, max_dets: int = 300
 ) -> tuple:
-    """LVIS box evaluation restricted to ``image_ids`` (default all GT images).
+    """LVIS box evaluation restricted to ``image_ids`` (default all GT images), by
+    :mod:`efl_d2.evaluation` (lvis-api's numbers).
 
     Returns:
-        (summary: LVIS metrics in percent plus ``APr_percat`` / ``APc_percat`` / ``APf_percat``
-        means of :func:`per_category_ap` per group, per-category dict of :func:`per_category_ap`).
+        (summary: LVIS metrics in percent, NaN where undefined, plus ``APr_percat`` /
+        ``APc_percat`` / ``APf_percat``, the means of the per-category APs per group;
+        per-category dict ``{"category_id", "name", "frequency", "image_count", "ap"}`` -> lists
+        over the sorted category ids, AP in [0, 1]).
     """
-    from lvis import LVIS, LVISEval, LVISResults
+    from .data.datasets import read_json
+    from .evaluation import lvis_arrays, score_lvis
 
-    from .data import patch_lvis_for_numpy2
-
-    patch_lvis_for_numpy2()
-    gt = LVIS(gt_json)
     if not results:
         nan = float("nan")
         return {k: nan for k in ("AP", "AP50", "AP75", "APr", "APc", "APf")}, None
-    lvis_eval = LVISEval(gt, LVISResults(gt, [dict(r) for r in results], max_dets=max_dets), "bbox")
-    if image_ids is not None:
-        lvis_eval.params.img_ids = sorted(set(image_ids))
-    lvis_eval.run()
-    summary = {
-        k: float(v) * 100 if v >= 0 else float("nan") for k, v in lvis_eval.get_results().items()
-    }
-    table = per_category_ap(lvis_eval)
-    rows = [dict(zip(table, values)) for values in zip(*table.values())]
+    gt = read_json(gt_json)
+    scores = score_lvis(lvis_arrays(gt, results, max_dets_per_image=max_dets, image_ids=image_ids))
+    summary = {k: float(v) * 100 if v >= 0 else float("nan") for k, v in scores.results.items()}
+    rows = _categories.per_category_ap(scores.precision, scores.cat_ids.tolist(), gt["categories"])
     for g, group in _categories.per_group_summary(rows).items():
         summary[f"AP{g}_percat"] = group["ap"] * 100
-    return summary, table
+    return summary, {key: [r[key] for r in rows] for key in _categories.REPORT_COLUMNS}
 
 
 # ----------------------------------------------------------------------------- EFL statistics

@@ -232,22 +232,18 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def per_category_ap(results_json: str, gt_json: str) -> dict[int, float]:
-    """AP per category id in percent (NaN where undefined) by LVIS's own evaluation of the dumped
-    results (:func:`efl_d2.evaluation.categories.per_category_ap`)."""
-    from lvis import LVIS, LVISEval, LVISResults
+    """AP per category id in percent (NaN where undefined) of the dumped results, scored as the
+    evaluator scores them (:mod:`efl_d2.evaluation`, lvis-api's numbers)."""
+    from efl_d2.data.datasets import read_json
+    from efl_d2.evaluation import lvis_arrays, score_lvis
+    from efl_d2.evaluation.lvis_scoring import read_lvis_results
 
-    gt = LVIS(gt_json)
-    with open(results_json) as f:
-        dets = json.load(f)
-    if not dets:
-        return {c: float("nan") for c in gt.get_cat_ids()}
-    ev = LVISEval(gt, LVISResults(gt, dets, max_dets=300), iou_type="bbox")
-    ev.params.max_dets = 300
-    # evaluate() and accumulate() only log (at INFO, below lvis's WARN level). No stdout
-    # redirection here: it is process-wide, and runs are post-processed in parallel threads.
-    ev.evaluate()
-    ev.accumulate()
-    rows = categories.per_category_ap(ev.eval["precision"], ev.params.cat_ids, gt.cats)
+    gt = read_json(gt_json)
+    dets = read_lvis_results(results_json)
+    if len(dets["score"]) == 0:
+        return {c["id"]: float("nan") for c in gt["categories"]}
+    scores = score_lvis(lvis_arrays(gt, dets, max_dets_per_image=300))
+    rows = categories.per_category_ap(scores.precision, scores.cat_ids.tolist(), gt["categories"])
     return {r["category_id"]: r["ap"] * 100 for r in rows}
 
 
