@@ -2,7 +2,7 @@
 
 Every source checkpoint is built here: a torchvision ResNet, and official-format files made from a
 tiny efl_d2 ATSS with an inverse key mapping written in this file from the documented official
-names (official_checkpoint_format.md), in every documented top-level layout.
+names (docs/official_checkpoint_format.md §2), in every documented top-level layout (§1).
 """
 
 import argparse

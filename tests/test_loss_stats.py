@@ -22,7 +22,7 @@ from efl_d2.losses import (
 
 
 def reference_run(batches, normalizers, params_fn):
-    """Float64 re-implementation of the whole statistics loop (official §1.3 steps 2-6).
+    """Float64 re-implementation of the whole statistics loop (docs/official_efl.md §2.1 steps 2-6).
 
     Returns the per-step losses and the final (pos_grad, neg_grad, pos_neg).
     """

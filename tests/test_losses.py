@@ -162,7 +162,7 @@ def test_eqlv2_weights_are_one_before_any_update():
     assert torch.equal(pos_w, torch.ones(C)) and torch.equal(neg_w, torch.ones(C))
     x, gt = make_batch(big=False)
     torch.testing.assert_close(crit(x, gt, 4.0), SigmoidFocalLoss(C)(x, gt, 4.0))
-    # The closed-form table of peer_implementations.md §4: f(0.8) = 0.5, f(0.5) = 0.026597.
+    # The closed-form table of docs/official_efl.md §3: f(0.8) = 0.5, f(0.5) = 0.026597.
     crit.pos_grad.copy_(torch.tensor([0.8, 0.5, 0.0, 1.0, 0.9]))
     crit.neg_grad.fill_(1.0)
     pos_w, neg_w = crit.eqlv2_weights()

@@ -4,7 +4,7 @@
 #
 # Schedule: detectron2's LVIS schedule (180k x 16 images, ~28.8 epochs of the 100k train images);
 # the official code counts 24 epochs of the RFS-expanded dataset instead, whose length depends
-# on the json (see README, "Differences from the official implementation").
+# on the json (see docs/official_efl.md §4).
 #
 # Backbone weights: detectron2's model-zoo ImageNet R-50 (MSRA/Caffe2 layout, BGR input, std 1),
 # downloadable through DetectionCheckpointer as is. The official code starts from torchvision's

@@ -1,6 +1,6 @@
 """The official EFL release (ModelTC United-Perception / EOD ``.pth``) -> efl_d2's ATSS.
 
-Reference: ``official_checkpoint_format.md`` (shared docs). What this module handles:
+Reference: ``docs/official_checkpoint_format.md``. What this module handles:
 
 - **Top-level layout.** The weights sit under ``"model"`` (normal saves), ``"state_dict"`` (the
   signal-triggered auto-checkpoint) or are the whole dict; keys may carry DDP's ``module.``.

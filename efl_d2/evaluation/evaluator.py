@@ -94,7 +94,8 @@ class LVISEvaluator(_D2LVISEvaluator):
             (AP-pool) of Dave et al. 2021. The last two keep the ``dets_per_category``
             highest-scoring detections of each category over the dataset while inference runs,
             with no per-image limit; a model must then emit more than 300 boxes per image (see
-            the README's AP-fixed section). Their results are reported under "bbox-fixed" /
+            ``efl_d2.engine.lazy_train.set_eval_protocol``, which ``tools/train_net.py
+            --eval-protocol`` applies). Their results are reported under "bbox-fixed" /
             "bbox-pooled".
         dets_per_category: K of AP-fixed / AP-pool (10,000 for LVIS).
         scorer: "efl_d2" or "detectron2": Detectron2's own evaluation, unchanged (lvis-api,

@@ -8,7 +8,7 @@ same per-element formula with per-class parameters:
 where ``a_ij = pos_weight[j]`` for the (single) positive element of row i and ``neg_weight[j]``
 otherwise. The returned value is ``sum over non-ignored rows / normalizer``.
 
-Its derivative is written analytically (official_efl_implementation.md §1.4):
+Its derivative is written analytically (docs/official_efl.md §2.3):
 
     y = 1:  dloss/dx = -a * q^gamma * (q + gamma * p * softplus(-x)),   q = 1 - p
     y = 0:  dloss/dx = +a * p^gamma * (p + gamma * (1 - p) * softplus(x))

@@ -1,6 +1,6 @@
 """The per-class gradient statistics shared by EFL and "EQLv2 & Focal".
 
-What is accumulated (paper §3.2, official_efl_implementation.md §1.3-1.4): after each training step,
+What is accumulated (paper §3.2, docs/official_efl.md §2): after each training step,
 
     pos_grad[j] += sum_i |dL/dx_ij| * y_ij        neg_grad[j] += sum_i |dL/dx_ij| * (1 - y_ij)
 
