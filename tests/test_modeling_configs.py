@@ -253,3 +253,30 @@ def test_pluggable_retinanet_yacs_build_model():
     assert isinstance(model.cls_loss, EqualizedFocalLoss) and model.cls_loss.num_classes == 3
     cfg.MODEL.CLS_LOSS.NAME = ""
     assert build_model(copy.deepcopy(cfg)).cls_loss is None
+
+
+@pytest.mark.parametrize("name", ["retinanet_pluggable", "fcos_pluggable", "atss"])
+def test_per_class_candidates_for_ap_fixed(name):
+    """``test_topk_per_class`` = 0 keeps the detector's own candidates (Detectron2's for the
+    pluggable ones); > 0 keeps the k best anchors of every class."""
+    from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+
+    model = instantiate(load_model_cfg(name, num_classes=5)).eval()
+    g = torch.Generator().manual_seed(0)
+    anchors = Boxes(torch.rand(40, 4, generator=g).sort(dim=1).values * 100)
+    scores = torch.rand(40, 5, generator=g)
+    scores[:, 0] += 1.0  # class 0 would take every global slot
+    deltas = torch.randn(40, 4, generator=g) * 0.1
+    args = (anchors, scores, deltas, 0.05, 8, (100, 100))
+    got = model._decode_per_level_predictions(*args)
+    if name != "atss":  # the pluggable detectors: exactly Detectron2's rule
+        ref = DenseDetector._decode_per_level_predictions(model, *args)
+        assert torch.equal(got.scores, ref.scores) and torch.equal(
+            got.pred_classes, ref.pred_classes
+        )
+    assert set(got.pred_classes.tolist()) == {0}
+    model.test_topk_per_class = 3
+    got = model._decode_per_level_predictions(*args)
+    assert sorted(got.pred_classes.tolist()) == sorted(list(range(5)) * 3)
+    for k in range(5):
+        assert torch.equal(got.scores[got.pred_classes == k], scores[:, k].topk(3).values)

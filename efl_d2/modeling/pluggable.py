@@ -22,25 +22,32 @@ from .divergence import check_finite_box_deltas
 __all__ = ["PluggableFCOS", "PluggableRetinaNet"]
 
 
-def _decode_per_level(
-    detector, parent, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-):
-    """Detectron2's candidates of one level (``parent``'s method), or with the detector's
-    ``test_topk_per_class`` > 0 the best anchors of every class (:func:`decode_candidates`)."""
-    if not detector.test_topk_per_class:
-        return parent._decode_per_level_predictions(
-            anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+class _PluggableInference:
+    """What both pluggable detectors add to their parent's inference: the finite-deltas check,
+    and AP-fixed's per-class candidates when ``test_topk_per_class`` > 0 (otherwise the parent's
+    candidates, unchanged)."""
+
+    def forward_inference(self, images, features, predictions):
+        check_finite_box_deltas(predictions[1])  # (box deltas per level)
+        return super().forward_inference(images, features, predictions)
+
+    def _decode_per_level_predictions(
+        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+    ):
+        if not self.test_topk_per_class:
+            return super()._decode_per_level_predictions(
+                anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
+            )
+        return decode_candidates(
+            self.box2box_transform,
+            anchors,
+            pred_scores,
+            pred_deltas,
+            score_thresh=score_thresh,
+            topk_candidates=topk_candidates,
+            topk_per_class=self.test_topk_per_class,
+            image_size=image_size,
         )
-    return decode_candidates(
-        detector.box2box_transform,
-        anchors,
-        pred_scores,
-        pred_deltas,
-        score_thresh=score_thresh,
-        topk_candidates=topk_candidates,
-        topk_per_class=detector.test_topk_per_class,
-        image_size=image_size,
-    )
 
 
 def _flat_logits(pred_logits: list[Tensor]) -> Tensor:
@@ -62,7 +69,7 @@ def _labels_and_normalizer(detector, gt_labels: list[Tensor], initial_normalizer
 
 
 @register_meta_arch
-class PluggableRetinaNet(RetinaNet):
+class PluggableRetinaNet(_PluggableInference, RetinaNet):
     """
     :class:`RetinaNet` whose classification loss is ``cls_loss(logits (M, C), gt_classes (M,),
     normalizer)`` (gt_classes 0..C-1 fg, C bg, -1 ignored; returns the normalised scalar).
@@ -91,25 +98,6 @@ class PluggableRetinaNet(RetinaNet):
         ret["cls_loss"] = build_cls_loss(cfg, ret["num_classes"])
         return ret
 
-    def forward_inference(self, images, features, predictions):
-        check_finite_box_deltas(predictions[1])  # (box deltas per level)
-        return super().forward_inference(images, features, predictions)
-
-    def _decode_per_level_predictions(
-        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-    ):
-        """See :func:`_decode_per_level` (AP-fixed's per-class candidates)."""
-        return _decode_per_level(
-            self,
-            super(),
-            anchors,
-            pred_scores,
-            pred_deltas,
-            score_thresh,
-            topk_candidates,
-            image_size,
-        )
-
     def losses(self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         check_finite_box_deltas(pred_anchor_deltas)
         if self.cls_loss is None:
@@ -132,7 +120,7 @@ class PluggableRetinaNet(RetinaNet):
         }
 
 
-class PluggableFCOS(FCOS):
+class PluggableFCOS(_PluggableInference, FCOS):
     """
     :class:`FCOS` (with centre sampling, i.e. the paper's FCOS*) whose classification loss is
     ``cls_loss(logits (M, C), gt_classes (M,), normalizer)``. LazyConfig only, like FCOS.
@@ -150,25 +138,6 @@ class PluggableFCOS(FCOS):
         super().__init__(**kwargs)
         self.cls_loss = cls_loss
         self.test_topk_per_class = test_topk_per_class
-
-    def forward_inference(self, images, features, predictions):
-        check_finite_box_deltas(predictions[1])  # (box deltas per level)
-        return super().forward_inference(images, features, predictions)
-
-    def _decode_per_level_predictions(
-        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-    ):
-        """See :func:`_decode_per_level` (AP-fixed's per-class candidates)."""
-        return _decode_per_level(
-            self,
-            super(),
-            anchors,
-            pred_scores,
-            pred_deltas,
-            score_thresh,
-            topk_candidates,
-            image_size,
-        )
 
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
