@@ -18,9 +18,16 @@ import pytest
 import test_atss
 import test_paa
 import torch
+from _loss_references import (
+    VARIANTS,
+    C,
+    efl_params,
+    eqlv2_params,
+    make_batch,
+    reference_run,
+    reference_stats,
+)
 from detectron2.utils.events import EventStorage
-from test_loss_stats import VARIANTS, reference_run
-from test_losses import C, efl_params, eqlv2_params, make_batch, reference_stats
 from torch.nn import functional as F
 
 from efl_d2.losses import EQLv2FocalLoss, EqualizedFocalLoss, SigmoidFocalLoss, focal_kernel
@@ -81,7 +88,7 @@ def test_statistics_loop_on_cuda_matches_reference(variant):
 
 
 def _reference_on_device(x, gt, gamma, pos_w, neg_w, normalizer):
-    """Float64 EFL-family loss and gradient on x's device (written like reference_loss)."""
+    """Float64 EFL-family loss and gradient on x's device (as _loss_references.reference_loss)."""
     x = x.detach().double().requires_grad_(True)
     y = torch.zeros(x.shape[0], x.shape[1] + 1, dtype=torch.float64, device=x.device)
     y[torch.arange(x.shape[0], device=x.device), gt.clamp(min=0)] = 1.0
