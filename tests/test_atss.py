@@ -5,9 +5,16 @@ import math
 
 import pytest
 import torch
+from _atss_references import (
+    CHANNELS,
+    STRIDES,
+    TinyBackbone,
+    make_atss,
+    make_batch,
+    train_on_fixed_batch,
+)
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from detectron2.utils.events import EventStorage
@@ -16,34 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from efl_d2.losses import EqualizedFocalLoss
-from efl_d2.modeling import ATSS, ATSSHead, ATSSMatcher
-
-STRIDES = [8, 16, 32, 64, 128]
-CHANNELS = 64  # GroupNorm(32) needs > 1 value per group even on 1x1 maps (P7)
-
-
-class TinyBackbone(Backbone):
-    """Five stride-2^l feature maps p3..p7 with CHANNELS channels; fast enough for CPU tests."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, CHANNELS, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(CHANNELS, CHANNELS, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(CHANNELS, CHANNELS, 3, 2, 1),
-        )  # fmt: skip
-        self.down = nn.ModuleList(nn.Conv2d(CHANNELS, CHANNELS, 3, 2, 1) for _ in range(4))
-
-    def forward(self, x):
-        x = self.stem(x)
-        out = {"p3": x}
-        for level, conv in zip(range(4, 8), self.down):
-            x = conv(F.relu(x))
-            out[f"p{level}"] = x
-        return out
-
-    def output_shape(self):
-        return {f"p{l}": ShapeSpec(channels=CHANNELS, stride=2**l) for l in range(3, 8)}
+from efl_d2.modeling import ATSS, ATSSHead
 
 
 class FocalLoss(nn.Module):
@@ -70,52 +50,6 @@ class Recording(nn.Module):
     def forward(self, logits, gt_classes, normalizer):
         self.calls.append((logits, gt_classes, normalizer))
         return self.inner(logits, gt_classes, normalizer)
-
-
-def make_atss(num_classes=4, scales=(6, 8), topk=18, cls_loss=None, **kwargs):
-    torch.manual_seed(0)
-    head = ATSSHead(
-        input_shape=[ShapeSpec(channels=CHANNELS)] * 5,
-        num_classes=num_classes,
-        num_anchors=len(scales),
-        conv_dims=[CHANNELS, CHANNELS],
-        prior_prob=kwargs.pop("prior_prob", 0.001),
-    )
-    return ATSS(
-        backbone=TinyBackbone(),
-        head=head,
-        anchor_generator=DefaultAnchorGenerator(
-            sizes=[[k * s for k in scales] for s in STRIDES],
-            aspect_ratios=[1.0],
-            strides=STRIDES,
-            offset=0.5,
-        ),
-        anchor_matcher=ATSSMatcher(topk=topk),
-        num_classes=num_classes,
-        cls_loss=cls_loss,
-        pixel_mean=[0.0, 0.0, 0.0],
-        pixel_std=[1.0, 1.0, 1.0],
-        **kwargs,
-    )
-
-
-def make_instances(image_hw, boxes, classes):
-    inst = Instances(image_hw)
-    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
-    return inst
-
-
-def make_batch(seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    hw = (96, 128)
-    return [
-        {
-            "image": torch.rand(3, *hw, generator=gen) * 255,
-            "instances": make_instances(hw, [[8, 10, 60, 70], [70, 20, 124, 52]], [1, 3]),
-        },
-        {"image": torch.rand(3, *hw, generator=gen) * 255, "instances": make_instances(hw, [], [])},
-    ]
 
 
 # --------------------------------------------------------------------------- head
@@ -467,24 +401,6 @@ def test_inference_end_to_end_caps_sorts_and_rescales():
 
 
 # --------------------------------------------------------------------------- training
-
-
-def train_on_fixed_batch(model, loss_keys, steps=10):
-    """SGD steps on make_batch() (its second image has no annotations); the total losses."""
-    batch = make_batch()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    totals = []
-    with EventStorage():
-        for _ in range(steps):
-            losses = model(batch)
-            assert set(losses) == loss_keys
-            total = sum(losses.values())
-            assert torch.isfinite(total)
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            totals.append(total.item())
-    return totals
 
 
 @pytest.mark.parametrize("quality", ["iou", "centerness"])

@@ -13,14 +13,20 @@ import os
 import subprocess
 import sys
 
+import _atss_references
 import numpy as np
 import pytest
-import test_atss
-import test_paa
 import torch
+from _loss_references import (
+    VARIANTS,
+    C,
+    efl_params,
+    eqlv2_params,
+    make_batch,
+    reference_run,
+    reference_stats,
+)
 from detectron2.utils.events import EventStorage
-from test_loss_stats import VARIANTS, reference_run
-from test_losses import C, efl_params, eqlv2_params, make_batch, reference_stats
 from torch.nn import functional as F
 
 from efl_d2.losses import EQLv2FocalLoss, EqualizedFocalLoss, SigmoidFocalLoss, focal_kernel
@@ -81,7 +87,7 @@ def test_statistics_loop_on_cuda_matches_reference(variant):
 
 
 def _reference_on_device(x, gt, gamma, pos_w, neg_w, normalizer):
-    """Float64 EFL-family loss and gradient on x's device (written like reference_loss)."""
+    """Float64 EFL-family loss and gradient on x's device (as _loss_references.reference_loss)."""
     x = x.detach().double().requires_grad_(True)
     y = torch.zeros(x.shape[0], x.shape[1] + 1, dtype=torch.float64, device=x.device)
     y[torch.arange(x.shape[0], device=x.device), gt.clamp(min=0)] = 1.0
@@ -153,11 +159,11 @@ def test_atss_losses_and_gradients_on_cuda_match_cpu(monkeypatch):
     # TF32 convolutions (cuDNN's default) round to 10 mantissa bits: compare in true fp32.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    cpu_model = test_atss.make_atss(cls_loss=EqualizedFocalLoss(4)).train()
+    cpu_model = _atss_references.make_atss(cls_loss=EqualizedFocalLoss(4)).train()
     gpu_model = copy.deepcopy(cpu_model).cuda()
     results = []
     for model, device in ((cpu_model, "cpu"), (gpu_model, "cuda")):
-        batch = test_atss.make_batch()
+        batch = _atss_references.make_batch()
         for d in batch:
             d["image"] = d["image"].to(device)
         with EventStorage():
@@ -183,7 +189,7 @@ def test_atss_losses_and_gradients_on_cuda_match_cpu(monkeypatch):
     cpu_model.eval()
     gpu_model.eval()
     with torch.no_grad():
-        image = test_atss.make_batch()[0]["image"]
+        image = _atss_references.make_batch()[0]["image"]
         cpu_out = cpu_model([{"image": image}])[0]["instances"]
         gpu_out = gpu_model([{"image": image.cuda()}])[0]["instances"].to("cpu")
     top = min(len(cpu_out), len(gpu_out), 20)
@@ -199,7 +205,7 @@ def test_paa_mixture_fit_and_reassignment_on_cuda_match_cpu():
     costs = torch.tensor(rng.gamma(2.0, 1.0, 400), dtype=torch.float32)
     gt_idxs = torch.tensor(rng.integers(0, 30, 400))
     levels = torch.tensor(rng.integers(0, 5, 400))
-    model = test_paa.make_paa()
+    model = _atss_references.make_paa()
     cpu = model.select_positives(costs, gt_idxs, levels, 30)
     gpu = model.cuda().select_positives(costs.cuda(), gt_idxs.cuda(), levels.cuda(), 30)
     assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu) and cpu.any()

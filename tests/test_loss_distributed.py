@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_losses import C, make_batch
+from _loss_references import C, make_batch
 from torch import nn
 
 from efl_d2.losses import EqualizedFocalLoss

@@ -4,53 +4,21 @@ import itertools
 
 import pytest
 import torch
-from test_losses import (
+from _loss_references import (
+    VARIANTS,
     C,
     chunking,  # noqa: F401  (fixture, used through usefixtures)
     efl_params,
-    eqlv2_params,
     make_batch,
+    reference_run,
     reference_stats,
 )
 from torch import nn
 
 from efl_d2.losses import (
-    EQLv2FocalLoss,
     EqualizedFocalLoss,
     summarize_category_statistics,
 )
-
-
-def reference_run(batches, normalizers, params_fn):
-    """Float64 re-implementation of the whole statistics loop (docs/official_efl.md §2.1 steps 2-6).
-
-    Returns the per-step losses and the final (pos_grad, neg_grad, pos_neg).
-    """
-    pos_grad = torch.zeros(C, dtype=torch.float64)
-    neg_grad = torch.zeros(C, dtype=torch.float64)
-    pos_neg = torch.ones(C, dtype=torch.float64)
-    losses = []
-    for (x, gt), norm in zip(batches, normalizers):
-        loss, _, pos, neg = reference_stats(x, gt, *params_fn(pos_grad, neg_grad, pos_neg), norm)
-        losses.append(loss)
-        pos_grad += pos
-        neg_grad += neg
-        pos_neg = (pos_grad / (neg_grad + 1e-10)).clamp(0, 1)
-    return torch.stack(losses), pos_grad, neg_grad, pos_neg
-
-
-VARIANTS = {
-    "efl": (lambda: EqualizedFocalLoss(C), lambda pg, ng, g: efl_params(g)),
-    "ff-only": (
-        lambda: EqualizedFocalLoss(C, weighting_factor=False),
-        lambda pg, ng, g: efl_params(g, wf=False),
-    ),
-    "wf-only": (
-        lambda: EqualizedFocalLoss(C, focusing_factor=False),
-        lambda pg, ng, g: efl_params(g, ff=False),
-    ),
-    "eqlv2-focal": (lambda: EQLv2FocalLoss(C), lambda pg, ng, g: eqlv2_params(pg, ng)),
-}
 
 
 def run_module(crit, batches, normalizers, dtype=torch.float32):

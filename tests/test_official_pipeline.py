@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from _official_checkpoints import official_state_dict, save_official
 from _tiny_zoo import image_batch, one_torch_thread, randomize_, write_tiny_config
 from detectron2.config import instantiate
 from detectron2.data import transforms as T
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.layers import batched_nms
 from detectron2.structures import Boxes, Instances
-from test_checkpoint_conversion import official_state_dict, save_official
 from torchvision.transforms import functional as TF
 
 from efl_d2 import model_zoo

@@ -7,24 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from detectron2.layers import ShapeSpec
-from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
-from detectron2.modeling.box_regression import Box2BoxTransform
+from _atss_references import make_atss, make_batch, make_paa, train_on_fixed_batch
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
-from test_atss import (
-    CHANNELS,
-    STRIDES,
-    TinyBackbone,
-    make_atss,
-    make_batch,
-    train_on_fixed_batch,
-)
 from torch.nn import functional as F
 
 from efl_d2.losses import EqualizedFocalLoss
-from efl_d2.modeling import PAA, ATSSHead
 from efl_d2.modeling.paa import fit_two_gaussians, score_voting, summed_focal_loss
 
 
@@ -102,31 +91,6 @@ def loop_reference_positives(costs, gt_idxs, levels, topk):
             best = int(np.argmax(log_likelihood[low]))
             positive[pooled[low][: best + 1]] = True
     return positive
-
-
-def make_paa(num_classes=4, **kwargs):
-    torch.manual_seed(0)
-    head = ATSSHead(
-        input_shape=[ShapeSpec(channels=CHANNELS)] * 5,
-        num_classes=num_classes,
-        num_anchors=1,
-        conv_dims=[CHANNELS, CHANNELS],
-        prior_prob=0.01,
-    )
-    return PAA(
-        backbone=TinyBackbone(),
-        head=head,
-        anchor_generator=DefaultAnchorGenerator(
-            sizes=[[8 * s] for s in STRIDES], aspect_ratios=[1.0], strides=STRIDES, offset=0.5
-        ),
-        box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)),
-        num_classes=num_classes,
-        box_loss_weight=1.3,
-        quality_loss_weight=0.5,
-        pixel_mean=[0.0, 0.0, 0.0],
-        pixel_std=[1.0, 1.0, 1.0],
-        **kwargs,
-    )
 
 
 @pytest.mark.parametrize("seed", range(4))
