@@ -20,12 +20,12 @@ def test_demo_schedule_is_the_cpu_configs_schedule_stretched():
     which LRMultiplier evaluates at iteration / train.max_iter (warm-up 1/6, steps 2/3 and 0.9)."""
     demo = LazyConfig.load(CONFIG)
     short = LazyConfig.load(os.path.join(REPO, "configs/mini_lvis/paa_efl_R18.py"))
-    assert demo.train.max_iter == 900 and short.train.max_iter == 300
+    assert demo.train.max_iter == 800 and short.train.max_iter == 300
     assert demo.lr_multiplier == short.lr_multiplier
     mult = instantiate(demo.lr_multiplier)
     lr = [mult(i / demo.train.max_iter) for i in range(demo.train.max_iter)]
-    assert lr[149] < 1.0 == lr[150] == lr[599]  # warm-up over the first 900 / 6 iterations
-    assert lr[600] == lr[809] == pytest.approx(0.1) and lr[810] == lr[-1] == pytest.approx(0.01)
+    assert lr[133] < 1.0 == lr[134] == lr[533]  # warm-up over the first 800 / 6 iterations
+    assert lr[534] == lr[719] == pytest.approx(0.1) and lr[720] == lr[-1] == pytest.approx(0.01)
 
 
 def test_main_command_prints_progress_ap_and_the_picture(tmp_path, mini_lvis_root):
