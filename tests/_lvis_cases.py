@@ -129,3 +129,21 @@ def lvis_api_eval(gt: dict, results: list, *, max_dets=300, image_ids=None, top_
         ev.params.max_dets = -1  # only names the AR keys "AR@-1", as Dave et al.'s script
     ev.run()
     return ev
+
+
+def box_annotations(boxes) -> list:
+    """LVIS annotations (ids 1..n) of ``(image_id, category_id, [x, y, w, h])`` boxes, each with
+    its box as the segmentation polygon (lvis-api's loaders expect one)."""
+    return [
+        {
+            "id": k + 1,
+            "image_id": im,
+            "category_id": c,
+            "bbox": b,
+            "area": b[2] * b[3],
+            "segmentation": [
+                [b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]
+            ],
+        }
+        for k, (im, c, b) in enumerate(boxes)
+    ]

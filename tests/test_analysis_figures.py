@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from _lvis_cases import box_annotations
 from _tiny_zoo import one_torch_thread, randomize_, run_tool, write_tiny_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
@@ -234,19 +235,7 @@ def _lvis_gt(path):
         (1, 3, [10, 60, 30, 30]),
         (2, 3, [40, 40, 20, 20]),
     ]
-    anns = [
-        {
-            "id": k + 1,
-            "image_id": im,
-            "category_id": c,
-            "bbox": b,
-            "area": b[2] * b[3],
-            "segmentation": [
-                [b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]
-            ],
-        }
-        for k, (im, c, b) in enumerate(boxes)
-    ]
+    anns = box_annotations(boxes)
     with open(path, "w") as f:
         json.dump({"images": images, "annotations": anns, "categories": cats}, f)
     return path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _lvis_cases import box_annotations
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
@@ -73,19 +74,7 @@ def _lvis_gt() -> dict:
         for i in (1, 2, 3)
     ]
     boxes = [(im, c, b) for c, (_, bs) in GT.items() for im, b in bs]
-    anns = [
-        {
-            "id": k + 1,
-            "image_id": im,
-            "category_id": c,
-            "bbox": b,
-            "area": b[2] * b[3],
-            "segmentation": [
-                [b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]
-            ],
-        }
-        for k, (im, c, b) in enumerate(boxes)
-    ]
+    anns = box_annotations(boxes)
     return {"images": images, "annotations": anns, "categories": cats}
 
 
