@@ -155,6 +155,7 @@ def test_plan_runs():
     assert plan == [(0.5, "ours", 0), (0.5, "ours", 2), (0.5, "ours-file", 2)]
 
 
+@pytest.mark.slow
 def test_table_shows_zero_metric_difference(tmp_path):
     out = tmp_path / "bench.json"
     args = ["--scale", "0.0015", "--workers", "1", "--work-dir", str(tmp_path), "--json", str(out)]

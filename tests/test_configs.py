@@ -31,6 +31,7 @@ def load(rel_path):
 
 
 @pytest.mark.parametrize("rel_path", ALL_CONFIGS)
+@pytest.mark.slow
 def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
     cfg = load(rel_path)
     augs = cfg.dataloader.train.mapper.augmentations

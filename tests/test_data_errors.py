@@ -24,6 +24,7 @@ def broken_root(tmp_path, mini_lvis_root):
     register_mini_lvis(mini_lvis_root)
 
 
+@pytest.mark.slow
 def test_corrupt_json_is_named_when_used_and_repaired_by_force(broken_root):
     train_json = broken_root / "lvis" / "mini_lvis_v1_train.json"
     text = train_json.read_text()

@@ -28,6 +28,7 @@ def test_demo_schedule_is_the_cpu_configs_schedule_stretched():
     assert lr[534] == lr[719] == pytest.approx(0.1) and lr[720] == lr[-1] == pytest.approx(0.01)
 
 
+@pytest.mark.slow
 def test_main_command_prints_progress_ap_and_the_picture(tmp_path, mini_lvis_root):
     out = tmp_path / "demo"
     env = single_thread_env()

@@ -318,6 +318,7 @@ def test_per_class_candidates_keep_the_best_anchors_of_every_class():
     assert torch.equal(scores[a, c], s)
 
 
+@pytest.mark.slow
 def test_train_net_eval_protocol_switch(tmp_path, env_with_datasets):
     """``--eval-protocol`` switches the evaluator and the detector's candidates; the run reports
     the protocol's metrics. A protocol set on the evaluator alone is refused before any work."""

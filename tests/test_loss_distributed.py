@@ -79,6 +79,7 @@ def _worker(rank, world, init_file, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_statistics(tmp_path):
     ctx = mp.start_processes(
         _worker,

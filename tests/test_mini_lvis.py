@@ -63,6 +63,7 @@ def _images_per_category(anns):
 
 
 @pytest.mark.parametrize("build", ["default_build", "small_build"])
+@pytest.mark.slow
 def test_lvis_api_loads_exact_v1_format(build, request):
     from lvis import LVIS
 

@@ -85,6 +85,7 @@ def test_modes_cover_the_study_variants():
     assert "efl_s0" not in trained and "efl_s8" not in trained and len(trained) == len(set(trained))
 
 
+@pytest.mark.slow
 def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
     variants = "focal,efl,eqlv2,efl_s0"
     out = _study(["--variants", variants, "--seeds", "1"], env_with_datasets, tmp_path)

@@ -163,6 +163,7 @@ def test_lazy_predictor_matches_manual_preprocessing(tiny, mini_lvis_root):
     assert model_zoo.metadata_from_config(cfg).thing_classes[0] == "checkered_blue_square"
 
 
+@pytest.mark.slow
 def test_non_editable_install_ships_the_configs(tmp_path):
     """A wheel built from the checkout carries configs/ as efl_d2/model_zoo/configs, and
     model_zoo serves the configs from there when no checkout is next to the package."""

@@ -36,6 +36,7 @@ def _single_thread():
         yield
 
 
+@pytest.mark.slow
 def test_notebook_executes_and_reports_the_checkpoint(tmp_path, mini_lvis_root):
     config = write_tiny_config(tmp_path)
     model = randomize_(model_zoo.get(config, device="cpu"), seed=31)

@@ -51,6 +51,7 @@ def expected_detections(model, path):
         return model([{"image": tensor, "height": h, "width": w}])[0]["instances"]
 
 
+@pytest.mark.slow
 def test_predict_cli_folder_and_file(setup, tmp_path, env_with_datasets):
     config, model, checkpoint, folder, files = setup
     out = tmp_path / "out"

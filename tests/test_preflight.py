@@ -45,6 +45,7 @@ def test_a_good_config_passes(tmp_path, mini_lvis_root):
     check_run(_cfg(tmp_path), eval_only=False, resume=False)
 
 
+@pytest.mark.slow
 def test_every_mistake_is_reported_before_training_in_one_message(tmp_path, env_with_datasets):
     out = tmp_path / "out"
     proc = _train_net(
@@ -69,6 +70,7 @@ def test_every_mistake_is_reported_before_training_in_one_message(tmp_path, env_
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_eval_only_needs_weights_unless_asked_for(tmp_path, env_with_datasets):
     common = ["--config-file", CONFIG, *SMALL, f"train.output_dir={tmp_path}"]
     proc = _train_net([*common, "--eval-only"], env_with_datasets)
@@ -158,6 +160,7 @@ def test_non_finite_box_deltas_are_a_divergence_not_a_bad_box():
         check_finite_box_deltas([torch.zeros(1, 3, 4), torch.tensor([[[0.0, math.inf, 0, 0]]])])
 
 
+@pytest.mark.slow
 def test_a_diverging_run_exits_non_zero_with_advice(tmp_path, env_with_datasets):
     proc = _train_net(
         [
@@ -177,6 +180,7 @@ def test_a_diverging_run_exits_non_zero_with_advice(tmp_path, env_with_datasets)
     assert "bad box" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_evaluation_without_usable_predictions_exits_non_zero(tmp_path, env_with_datasets):
     from detectron2.config import instantiate
 

@@ -280,6 +280,7 @@ def reference_run(tmp_path_factory, mini_lvis_root):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow
 def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted_run(
     tmp_path, reference_run, workers
 ):
@@ -293,6 +294,7 @@ def test_sigkill_after_first_checkpoint_then_resume_equals_uninterrupted_run(
     _assert_same_run(_final_state(out), reference)
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_path, reference_run):
     env, reference = reference_run
     out = tmp_path / "run"

@@ -22,6 +22,7 @@ def _run(args, env):
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     out = tmp_path / "run"
     common = TINY_TRAIN_OVERRIDES
