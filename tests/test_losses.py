@@ -214,3 +214,24 @@ def test_constructor_validation():
         EqualizedFocalLoss(0)
     with pytest.raises(TypeError):
         EqualizedFocalLoss(C, 2.0)  # keyword-only
+
+
+def test_efl_focusing_factor_is_the_losses_and_reads_back_from_a_checkpoint(tmp_path):
+    """One gamma_j formula (paper Eq. 3) for the loss, the plot tool and the study, and one reader
+    of the statistics a checkpoint holds."""
+    import numpy as np
+
+    from efl_d2.checkpoint import read_loss_statistics
+    from efl_d2.losses import EqualizedFocalLoss, efl_focusing_factor
+
+    loss = EqualizedFocalLoss(4, gamma_b=2.0, scale=8.0)
+    loss.pos_neg.copy_(torch.tensor([0.0, 0.25, 0.5, 1.0]))
+    assert torch.equal(loss.category_gamma(), torch.tensor([10.0, 8.0, 6.0, 2.0]))
+    g = np.array([0.0, 0.25, 1.0])
+    assert efl_focusing_factor(g, gamma_b=2.0, scale=4.0).tolist() == [6.0, 5.0, 2.0]
+    path = tmp_path / "model.pth"
+    torch.save({"model": {f"roi.cls_loss.{k}": v for k, v in loss.state_dict().items()}}, path)
+    stats = read_loss_statistics(str(path))
+    assert list(stats) == ["roi.cls_loss"]
+    assert stats["roi.cls_loss"]["pos_neg"].dtype == torch.float64
+    assert stats["roi.cls_loss"]["pos_neg"].tolist() == [0.0, 0.25, 0.5, 1.0]

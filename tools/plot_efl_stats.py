@@ -21,35 +21,24 @@ import sys
 from collections import Counter
 
 import numpy as np
-import torch
 
 from efl_d2.evaluation.categories import FREQUENCY_COLORS, FREQUENCY_NAMES, category_records
 from efl_d2.evaluation.plots import LEGEND_ORDER, frequency_colors
+from efl_d2.losses import efl_focusing_factor
 
 
 def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
     """``{loss prefix: {"pos_grad", "neg_grad", "pos_neg"}}`` (float64 arrays) of a checkpoint."""
+    from efl_d2.checkpoint import CheckpointReadError, read_loss_statistics
+
     try:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:
+        stats = read_loss_statistics(checkpoint)
+    except (CheckpointReadError, RuntimeError, OSError) as e:
         raise SystemExit(
             f"cannot read {checkpoint} as a torch checkpoint of tensors ({e}); "
             "expected a detectron2 .pth with a 'model' state dict"
         ) from e
-    state = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict):
-        raise SystemExit(f"{checkpoint} holds no state dict (found {type(data).__name__})")
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key in state:
-        if not key.endswith("pos_neg"):
-            continue
-        prefix = key[: -len("pos_neg")]
-        entry = {}
-        for name in ("pos_grad", "neg_grad", "pos_neg"):
-            value = state.get(prefix + name)
-            if value is not None:
-                entry[name] = value.detach().double().cpu().numpy()
-        out[prefix.rstrip(".") or "loss"] = entry
+    out = {name: {k: v.numpy() for k, v in s.items()} for name, s in stats.items()}
     if not out:
         raise SystemExit(
             f"{checkpoint} has no EFL statistics (no state-dict key ends in 'pos_neg'); "
@@ -94,7 +83,7 @@ def compute_plot_data(
             f"the json has {key.shape[0]} categories but the checkpoint's loss has {g.shape[0]}"
         )
     order = np.argsort(-key, kind="stable")
-    gamma = gamma_b + scale * (1.0 - g)
+    gamma = efl_focusing_factor(g, gamma_b=gamma_b, scale=scale)
     return {"order": order, "g": g[order], "gamma": gamma[order], "key": key[order]}
 
 

@@ -16,6 +16,8 @@ from .checkpointer import (
     EFLCheckpointer,
     atomic_write,
     compare_state_dicts,
+    load_checkpoint_file,
+    read_loss_statistics,
 )
 from .official import (
     OFFICIAL_EFL_R50_URL,
@@ -55,7 +57,9 @@ __all__ = [
     "convert_torchvision_to_d2",
     "is_official_state_dict",
     "is_torchvision_resnet_state_dict",
+    "load_checkpoint_file",
     "official_key_to_d2",
+    "read_loss_statistics",
     "torchvision_key_to_d2",
     "unwrap_official_checkpoint",
     "use_official_architecture",

@@ -52,6 +52,8 @@ __all__ = [
     "EFLCheckpointer",
     "atomic_write",
     "compare_state_dicts",
+    "load_checkpoint_file",
+    "read_loss_statistics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,65 @@ class CheckpointMismatchError(RuntimeError):
 
 class CheckpointReadError(RuntimeError):
     """A checkpoint file cannot be read (empty, truncated, not a checkpoint); the message names it."""
+
+
+def load_checkpoint_file(f: str, *, allow_unsafe_pickle: bool = False):
+    """``torch.load`` of a checkpoint file on the CPU, tensors only unless
+    ``allow_unsafe_pickle``, with errors that name the file (:class:`CheckpointReadError`)."""
+    if os.path.isfile(f) and os.path.getsize(f) == 0:
+        raise CheckpointReadError(
+            f"Checkpoint {f} is empty (0 bytes; an interrupted save?): delete it, or point at "
+            "another checkpoint."
+        )
+    try:
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+    except pickle.UnpicklingError as e:
+        # "Unsupported global": pickled Python objects; anything else (bad opcode, ...) is
+        # a damaged or foreign file
+        if "unsupported global" not in str(e).lower():
+            raise _unreadable(f, e) from e
+        if not allow_unsafe_pickle:
+            raise RuntimeError(
+                f"{f} holds Python objects other than tensors, which torch.load refuses by "
+                "default (weights_only=True). If you trust the file, load it with "
+                "EFLCheckpointer(..., allow_unsafe_pickle=True) or convert it once with "
+                "tools/convert_official_to_d2.py --trust-pickle."
+            ) from e
+        logger.warning(f"Loading {f} with weights_only=False (trusted file).")
+        return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise _unreadable(f, e) from e
+
+
+def _unreadable(f, e: BaseException) -> CheckpointReadError:
+    if isinstance(e, pickle.UnpicklingError):  # torch's text is about weights_only, not this
+        detail = "unpickling failed"
+    else:
+        detail = (str(e).strip().splitlines() or [""])[0]
+    return CheckpointReadError(
+        f"Checkpoint {f} cannot be read ({type(e).__name__}: {detail}): the file is "
+        "truncated or not a PyTorch checkpoint. Delete it, or point at another checkpoint."
+    )
+
+
+def read_loss_statistics(path: str) -> dict:
+    """The per-class statistics (``pos_grad``, ``neg_grad``, ``pos_neg``; float64, CPU) of every
+    loss in a checkpoint that keeps them (EFL, EQLv2&Focal), by the loss's module path (e.g.
+    ``"cls_loss"``); empty if none. Tensors only: the file is read with ``weights_only=True``."""
+    data = load_checkpoint_file(path)
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointReadError(f"{path} holds no state dict (found {type(data).__name__}).")
+    out = {}
+    for key in state:
+        if key.endswith("pos_neg"):
+            prefix = key[: -len("pos_neg")]
+            out[prefix.rstrip(".") or "loss"] = {
+                name: state[prefix + name].detach().double().cpu()
+                for name in ("pos_grad", "neg_grad", "pos_neg")
+                if prefix + name in state
+            }
+    return out
 
 
 def _checkpoint_iteration(file_name: str) -> float:
@@ -225,40 +286,7 @@ class EFLCheckpointer(DetectionCheckpointer):
     # -------------------------------------------------------------------- reading
 
     def _torch_load(self, f):
-        if os.path.isfile(f) and os.path.getsize(f) == 0:
-            raise CheckpointReadError(
-                f"Checkpoint {f} is empty (0 bytes; an interrupted save?): delete it, or point at "
-                "another checkpoint."
-            )
-        try:
-            return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-        except pickle.UnpicklingError as e:
-            # "Unsupported global": pickled Python objects; anything else (bad opcode, ...) is
-            # a damaged or foreign file
-            if "unsupported global" not in str(e).lower():
-                raise self._unreadable(f, e) from e
-            if not self.allow_unsafe_pickle:
-                raise RuntimeError(
-                    f"{f} holds Python objects other than tensors, which torch.load refuses by "
-                    "default (weights_only=True). If you trust the file, load it with "
-                    "EFLCheckpointer(..., allow_unsafe_pickle=True) or convert it once with "
-                    "tools/convert_official_to_d2.py --trust-pickle."
-                ) from e
-            logger.warning(f"Loading {f} with weights_only=False (trusted file).")
-            return torch.load(f, map_location=torch.device("cpu"), weights_only=False)
-        except (RuntimeError, EOFError, ValueError, OSError) as e:
-            raise self._unreadable(f, e) from e
-
-    @staticmethod
-    def _unreadable(f, e: BaseException) -> CheckpointReadError:
-        if isinstance(e, pickle.UnpicklingError):  # torch's text is about weights_only, not this
-            detail = "unpickling failed"
-        else:
-            detail = (str(e).strip().splitlines() or [""])[0]
-        return CheckpointReadError(
-            f"Checkpoint {f} cannot be read ({type(e).__name__}: {detail}): the file is "
-            "truncated or not a PyTorch checkpoint. Delete it, or point at another checkpoint."
-        )
+        return load_checkpoint_file(f, allow_unsafe_pickle=self.allow_unsafe_pickle)
 
     def _load_file(self, filename: str) -> dict:
         preloaded, self._preloaded = self._preloaded, None

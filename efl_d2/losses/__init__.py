@@ -10,7 +10,12 @@ statistics component :class:`GradientStatistics`. Call them as
 """
 
 from .focal_kernel import focal_family_loss
-from .focal_losses import EQLv2FocalLoss, EqualizedFocalLoss, SigmoidFocalLoss
+from .focal_losses import (
+    EQLv2FocalLoss,
+    EqualizedFocalLoss,
+    SigmoidFocalLoss,
+    efl_focusing_factor,
+)
 from .grad_stats import GradientStatistics
 from .observability import (
     frequency_groups_from_lvis_categories,
@@ -23,6 +28,7 @@ __all__ = [
     "EqualizedFocalLoss",
     "GradientStatistics",
     "SigmoidFocalLoss",
+    "efl_focusing_factor",
     "focal_family_loss",
     "frequency_groups_from_lvis_categories",
     "put_category_statistics",

@@ -14,7 +14,7 @@ from torch import nn
 from .focal_kernel import focal_family_loss
 from .grad_stats import GradientStatistics
 
-__all__ = ["EQLv2FocalLoss", "EqualizedFocalLoss", "SigmoidFocalLoss"]
+__all__ = ["EQLv2FocalLoss", "EqualizedFocalLoss", "SigmoidFocalLoss", "efl_focusing_factor"]
 
 
 def _check_inputs(
@@ -77,6 +77,12 @@ def _alpha_weights(alpha: float, num_classes: int, device) -> tuple[torch.Tensor
 def _check_alpha(alpha: float) -> None:
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (or negative to disable it), got {alpha}")
+
+
+def efl_focusing_factor(g, *, gamma_b: float, scale: float):
+    """EFL's focusing factor gamma_j = gamma_b + scale * (1 - g_j) (paper Eq. 3) of the gradient
+    ratios ``g`` (tensor or array, any shape); the weighting factor is gamma_j / gamma_b."""
+    return gamma_b + scale * (1.0 - g)
 
 
 class _FocalFamilyForward:
@@ -190,8 +196,8 @@ class EqualizedFocalLoss(_FocalFamilyForward, GradientStatistics):
         self.weighting_factor = bool(weighting_factor)
 
     def category_gamma(self) -> torch.Tensor:
-        """gamma_b + scale * (1 - g_j), shape (C,) (the factor EFL's formula derives from g)."""
-        return self.gamma_b + self.scale * (1.0 - self.pos_neg)
+        """:func:`efl_focusing_factor` of the current g_j, shape (C,)."""
+        return efl_focusing_factor(self.pos_neg, gamma_b=self.gamma_b, scale=self.scale)
 
     def effective_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (C,) focusing exponents and weighting factors the next forward will use."""

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 from efl_d2.evaluation import categories
+from efl_d2.losses import efl_focusing_factor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -265,19 +266,14 @@ def final_loss_buffers(ckpt: str) -> dict:
     """The gradient statistics of the classification loss in ``model_final.pth``, if it keeps
     them (EFL family, EQLv2&Focal): ``pos_neg`` (the g_j the loss uses) and ``grad_ratio``, the
     unclamped pos_grad / (neg_grad + 1e-10) per category."""
-    import torch
-
+    from efl_d2.checkpoint import read_loss_statistics
     from efl_d2.losses.grad_stats import gradient_ratio
 
     if not os.path.isfile(ckpt):
         return {}
-    sd = torch.load(ckpt, map_location="cpu", weights_only=False)
-    sd = sd.get("model", sd)
-    out = {}
-    for name in ("pos_neg", "pos_grad", "neg_grad"):
-        t = next((t for k, t in sd.items() if k.endswith(f"cls_loss.{name}")), None)
-        if t is not None:
-            out[name] = t.double().flatten()
+    stats = read_loss_statistics(ckpt)
+    out = next((s for name, s in stats.items() if name.endswith("cls_loss")), {})
+    out = {k: t.flatten() for k, t in out.items()}
     if "pos_grad" in out and "neg_grad" in out:
         out["grad_ratio"] = gradient_ratio(out["pos_grad"], out["neg_grad"])
     return {k: [float(x) for x in t] for k, t in out.items() if k in ("pos_neg", "grad_ratio")}
@@ -670,7 +666,7 @@ def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]
             if not bufs:
                 continue
             s = VARIANTS[n].scale if VARIANTS[n].scale is not None else 8.0
-            gamma = 2.0 + s * (1 - np.mean(np.array(bufs), axis=0))
+            gamma = efl_focusing_factor(np.mean(np.array(bufs), axis=0), gamma_b=2.0, scale=s)
             axes[1].scatter(counts, gamma, s=14, alpha=0.7, label=f"{n} (s={s:g})")
         axes[1].set_xscale("log")
         axes[1].set_xlabel("training images of the category")
