@@ -367,9 +367,9 @@ def mean_scores_per_category(
     """Mean sigmoid classification score of positive and negative samples per category.
 
     Args:
-        model: a detectron2 dense detector (``DenseDetector`` subclass with ``anchor_generator``
-            and ``label_anchors``: efl_d2's ATSS, RetinaNet, FCOS); the first head output must be
-            the class logits (N, A*C, H, W).
+        model: one of efl_d2's dense detectors (ATSS, PAA, PluggableRetinaNet, PluggableFCOS:
+            ``label_anchors(anchors, gt, pred_logits=, pred_deltas=)``); the first two head
+            outputs must be the class logits (N, A*C, H, W) and box deltas (N, A*4, H, W).
         dataset_dicts: the images to score (with annotations).
         mapper: maps a dataset dict to ``{"image", "instances"}`` (see
             :func:`scoring_mapper_from_config`).
@@ -396,10 +396,13 @@ def mean_scores_per_category(
             images = model.preprocess_image([inputs])
             features = model.backbone(images.tensor)
             features = [features[f] for f in model.head_in_features]
-            logits = model.head(features)[0]
-            logits = torch.cat([permute_to_N_HWA_K(x, num_classes) for x in logits], dim=1)[0]
+            head = model.head(features)
+            logits = torch.cat([permute_to_N_HWA_K(x, num_classes) for x in head[0]], dim=1)
+            deltas = torch.cat([permute_to_N_HWA_K(x, 4) for x in head[1]], dim=1)
             anchors = model.anchor_generator(features)
-            labels = model.label_anchors(anchors, [inputs["instances"].to(device)])[0][0]
+            gt = [inputs["instances"].to(device)]
+            labels = model.label_anchors(anchors, gt, pred_logits=logits, pred_deltas=deltas)[0][0]
+            logits = logits[0]
             probs = logits.sigmoid().double().cpu()
             labels = labels.cpu()
             valid = labels >= 0

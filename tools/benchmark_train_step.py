@@ -40,8 +40,6 @@ from detectron2.model_zoo import get_config
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from efl_d2.modeling import PAA
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRIDES = (8, 16, 32, 64, 128)
 
@@ -172,15 +170,19 @@ class Case:
         self.assign_gt = [
             random_instances(gen, (h, w), args.assign_gts, args.num_classes, args.device)
         ]
-        # PAA assigns from the predictions: give it LVIS-like ones (low scores, small deltas).
+        # efl_d2's detectors take the predictions (PAA assigns from them): LVIS-like ones, low
+        # scores and small deltas; detectron2's FCOS (the baseline) has its own signature
         num_anchors = sum(len(a) for a in self.anchors)
         self.assign_predictions = (
-            [
-                torch.randn(1, num_anchors, args.num_classes, generator=gen).to(args.device) - 5,
-                0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
-            ]
-            if isinstance(self.model, PAA)
-            else []
+            {
+                "pred_logits": torch.randn(1, num_anchors, args.num_classes, generator=gen).to(
+                    args.device
+                )
+                - 5,
+                "pred_deltas": 0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
+            }
+            if name in EFL_MODELS
+            else {}
         )
         self.step_times, self.assign_times, self.in_step_assign_times = [], [], []
         self._wrap_label_anchors(Meter(args.device))
@@ -204,7 +206,7 @@ class Case:
 
     def assign(self):
         with torch.no_grad():
-            self._label_anchors(self.anchors, self.assign_gt, *self.assign_predictions)
+            self._label_anchors(self.anchors, self.assign_gt, **self.assign_predictions)
 
 
 def run(args):

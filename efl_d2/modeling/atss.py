@@ -364,12 +364,20 @@ class ATSS(DenseDetector):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: list[Boxes], gt_instances: list[Instances]
+        self,
+        anchors: list[Boxes],
+        gt_instances: list[Instances],
+        *,
+        pred_logits: Tensor | None = None,
+        pred_deltas: Tensor | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """
         Args:
             anchors: L Boxes, the anchors of each level (same for every image).
             gt_instances: N Instances with ``gt_boxes`` and ``gt_classes``.
+            pred_logits, pred_deltas: (N, R, C) / (N, R, 4) predictions of all R anchors. ATSS
+                assigns from the boxes alone and ignores them; they are part of the signature
+                every efl_d2 dense detector shares, because PAA assigns from them.
 
         Returns:
             gt_labels: N int64 tensors (R,), R = sum_l A_l, values 0..C-1 or C (background).

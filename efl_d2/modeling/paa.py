@@ -253,7 +253,10 @@ class PAA(ATSS):
         check_finite_box_deltas(pred_deltas)
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(
-            anchors, gt_instances, torch.cat(pred_logits, dim=1), torch.cat(pred_deltas, dim=1)
+            anchors,
+            gt_instances,
+            pred_logits=torch.cat(pred_logits, dim=1),
+            pred_deltas=torch.cat(pred_deltas, dim=1),
         )
         return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
 
@@ -262,18 +265,25 @@ class PAA(ATSS):
         self,
         anchors: list[Boxes],
         gt_instances: list[Instances],
-        pred_logits: Tensor,
-        pred_deltas: Tensor,
+        *,
+        pred_logits: Tensor | None = None,
+        pred_deltas: Tensor | None = None,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """
         Args:
             anchors: L Boxes, the anchors of each level (same for every image).
             gt_instances: N Instances with ``gt_boxes`` and ``gt_classes``.
-            pred_logits, pred_deltas: (N, R, C) / (N, R, 4), the predictions of all R anchors.
+            pred_logits, pred_deltas: (N, R, C) / (N, R, 4), the predictions of all R anchors
+                (required: PAA assigns from them).
 
         Returns:
             as :meth:`ATSS.label_anchors`: N (R,) labels (C = background) and N (R, 4) boxes.
         """
+        if pred_logits is None or pred_deltas is None:
+            raise ValueError(
+                "PAA assigns anchors from the model's predictions: pass pred_logits (N, R, C) and "
+                "pred_deltas (N, R, 4) to label_anchors."
+            )
         all_anchors = Boxes.cat(anchors)
         levels = torch.cat(
             [torch.full((len(a),), i, device=all_anchors.device) for i, a in enumerate(anchors)]

@@ -23,9 +23,13 @@ __all__ = ["PluggableFCOS", "PluggableRetinaNet"]
 
 
 class _PluggableInference:
-    """What both pluggable detectors add to their parent's inference: the finite-deltas check,
-    and AP-fixed's per-class candidates when ``test_topk_per_class`` > 0 (otherwise the parent's
-    candidates, unchanged)."""
+    """What both pluggable detectors add to their parent: the finite-deltas check, AP-fixed's
+    per-class candidates when ``test_topk_per_class`` > 0 (otherwise the parent's candidates,
+    unchanged), and the ``label_anchors`` signature of efl_d2's dense detectors."""
+
+    def label_anchors(self, anchors, gt_instances, *, pred_logits=None, pred_deltas=None):
+        """The parent's assignment (from boxes alone; the predictions are not needed)."""
+        return super().label_anchors(anchors, gt_instances)
 
     def forward_inference(self, images, features, predictions):
         check_finite_box_deltas(predictions[1])  # (box deltas per level)
