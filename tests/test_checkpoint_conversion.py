@@ -296,6 +296,11 @@ def test_non_tensor_objects_need_explicit_trust(source):
     EFLCheckpointer(model, allow_unsafe_pickle=True).load(path)
     with torch.no_grad():
         assert_same_detections(model(source["inputs"])[0]["instances"], source["outputs"])
+    # the converter tool reads files as the checkpointer does
+    tool, out = run_tool("convert_official_to_d2"), str(source["tmp"] / "converted.pth")
+    with pytest.raises(SystemExit, match="--trust-pickle"):
+        tool.main([path, out])
+    assert tool.main([path, out, "--trust-pickle"])["efl_d2_conversion"]["num_classes"] == 10
 
 
 def test_documented_r50_layout_loads_into_the_paper_model():

@@ -20,7 +20,14 @@ import sys
 
 import torch
 
-from efl_d2.checkpoint import EFLCheckpointer, check_official_architecture, convert_official_to_d2
+from efl_d2.checkpoint import (
+    CheckpointReadError,
+    EFLCheckpointer,
+    atomic_write,
+    check_official_architecture,
+    convert_official_to_d2,
+    load_checkpoint_file,
+)
 from efl_d2.checkpoint.checkpointer import OFFICIAL_AUTHOR
 
 
@@ -49,15 +56,15 @@ def main(argv: list | None = None) -> dict:
     )
     args = parser.parse_args(argv)
 
-    try:
-        obj = torch.load(args.input, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if not args.trust_pickle:
-            raise SystemExit(
-                f"cannot read {args.input} with torch.load(weights_only=True): {e}\n"
-                "If the file comes from a source you trust, rerun with --trust-pickle."
-            ) from e
-        obj = torch.load(args.input, map_location="cpu", weights_only=False)
+    try:  # the checkpointer's reading: tensors only unless trusted, errors naming the file
+        obj = load_checkpoint_file(args.input, allow_unsafe_pickle=args.trust_pickle)
+    except (CheckpointReadError, RuntimeError, OSError) as e:
+        hint = (
+            ""
+            if args.trust_pickle
+            else "\nIf the file comes from a source you trust, rerun with --trust-pickle."
+        )
+        raise SystemExit(f"cannot read {args.input}: {e}{hint}") from e
     state, info = convert_official_to_d2(obj, cls_layout=args.cls_layout)
     data = {
         "model": state,
@@ -65,7 +72,7 @@ def main(argv: list | None = None) -> dict:
         "efl_d2_source": "official",
         "efl_d2_conversion": info,
     }
-    torch.save(data, args.output)
+    atomic_write(args.output, lambda f: torch.save(data, f))
     print(
         f"wrote {args.output}: {len(state)} tensors, {info['num_classes']} classes, "
         f"{info['num_anchors']} anchors per location, source layout {info['layout']!r}, "
