@@ -5,11 +5,18 @@ official EFL release, through one ``DetectionCheckpointer`` subclass.
   file's format by content, so ``train.init_checkpoint=`` may point at any supported file.
 - :func:`convert_torchvision_to_d2` (``tools/convert_torchvision_to_d2.py``) and
   :func:`convert_official_to_d2` (``tools/convert_official_to_d2.py``) convert files once.
-- :func:`use_official_architecture` edits a LazyConfig so the model computes what the official
-  detector computes with the same weights; :func:`check_official_architecture` lists differences;
-  :func:`use_official_inference` switches the test pipeline around the network to the official one.
+- :mod:`.official` converts the official files; :mod:`.official_target` adapts converted weights
+  to a model and :func:`check_official_architecture` lists what in the model differs from the
+  official computation; the official architecture itself (:func:`use_official_architecture`,
+  :func:`use_official_inference`) lives in :mod:`efl_d2.modeling.official`.
 """
 
+from ..modeling.official import (  # the official architecture, re-exported for the checkpoint API
+    OfficialLastLevelP6P7,
+    build_fpn_with_official_top_block,
+    use_official_architecture,
+    use_official_inference,
+)
 from .checkpointer import (
     CheckpointMismatchError,
     CheckpointReadError,
@@ -21,17 +28,12 @@ from .checkpointer import (
 )
 from .official import (
     OFFICIAL_EFL_R50_URL,
-    OfficialLastLevelP6P7,
-    adapt_to_model,
-    build_fpn_with_official_top_block,
-    check_official_architecture,
     convert_official_to_d2,
     is_official_state_dict,
     official_key_to_d2,
     unwrap_official_checkpoint,
-    use_official_architecture,
-    use_official_inference,
 )
+from .official_target import adapt_to_model, check_official_architecture
 from .torchvision import (
     TORCHVISION_PIXEL_MEAN,
     TORCHVISION_PIXEL_STD,

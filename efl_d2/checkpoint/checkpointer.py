@@ -37,13 +37,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .._atomic import TMP_MARK as _TMP_MARK
 from .._atomic import atomic_write
-from .official import (
-    adapt_to_model,
-    check_official_architecture,
-    convert_official_to_d2,
-    is_official_state_dict,
-    unwrap_official_checkpoint,
-)
+from .official import convert_official_to_d2, is_official_state_dict, unwrap_official_checkpoint
+from .official_target import adapt_to_model, check_official_architecture
 from .torchvision import convert_torchvision_to_d2, is_torchvision_resnet_state_dict
 
 __all__ = [

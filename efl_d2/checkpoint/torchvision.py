@@ -29,6 +29,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ..modeling.official import OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD
+
 __all__ = [
     "TORCHVISION_PIXEL_MEAN",
     "TORCHVISION_PIXEL_STD",
@@ -37,9 +39,10 @@ __all__ = [
     "torchvision_key_to_d2",
 ]
 
-# ImageNet mean / std of torchvision's transforms, on the 0..255 scale, RGB order.
-TORCHVISION_PIXEL_MEAN = [123.675, 116.28, 103.53]
-TORCHVISION_PIXEL_STD = [58.395, 57.12, 57.375]
+# ImageNet mean / std of torchvision's transforms, on the 0..255 scale, RGB order: the statistics
+# the official EFL detector normalises with (one definition).
+TORCHVISION_PIXEL_MEAN = OFFICIAL_PIXEL_MEAN
+TORCHVISION_PIXEL_STD = OFFICIAL_PIXEL_STD
 
 _BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.(.+)$")
 _STEM = re.compile(r"^(conv1|bn1)\.(.+)$")

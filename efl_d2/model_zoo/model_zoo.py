@@ -24,11 +24,8 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from ..checkpoint import EFLCheckpointer
-from ..checkpoint.official import (
-    OFFICIAL_EFL_R50_URL,
-    use_official_architecture,
-    use_official_inference,
-)
+from ..checkpoint.official import OFFICIAL_EFL_R50_URL
+from ..modeling.official import use_official_architecture, use_official_inference
 
 __all__ = [
     "OFFICIAL_EFL_R50_CONFIG",
