@@ -12,17 +12,11 @@ import torch
 
 TINY_ATSS_CONFIG = """\
 # Tiny ATSS + EFL on mini-LVIS (tests only).
-from detectron2.layers import ShapeSpec
-from efl_d2.model_zoo import get_config
+from efl_d2.model_zoo import get_config, small_resnet_fpn
 
 model = get_config("common/models/atss.py").model
 model.num_classes = {num_classes}
-model.backbone.bottom_up.stages.depth = 18
-del model.backbone.bottom_up.stages.stride_in_1x1  # BasicBlock
-model.backbone.out_channels = 64  # GroupNorm(32) needs >= 2 channels per group
-model.backbone.top_block.in_channels = 64
-model.head.input_shape = [ShapeSpec(channels=64)] * 5
-model.head.conv_dims = [64, 64]
+model = small_resnet_fpn(model, channels=64)  # GroupNorm(32) needs >= 2 channels per group
 model.anchor_generator.sizes = {anchor_sizes}
 model.test_topk_candidates = 100
 model.max_detections_per_image = 50

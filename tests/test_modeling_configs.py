@@ -6,7 +6,6 @@ import os
 import pytest
 import torch
 from detectron2.config import LazyConfig, get_cfg, instantiate
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import FCOS, RetinaNet, build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
@@ -15,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from efl_d2.losses import EqualizedFocalLoss
+from efl_d2.model_zoo import small_resnet_fpn
 from efl_d2.modeling import (
     ATSS,
     PAA,
@@ -47,14 +47,7 @@ def load_model_cfg(name, num_classes=3):
     """configs/common/models/<name>.py with a ResNet-18, 32-channel FPN/head, few classes."""
     model = LazyConfig.load(os.path.join(CONFIG_DIR, f"{name}.py")).model
     model.num_classes = num_classes
-    model.backbone.bottom_up.stages.depth = 18
-    del model.backbone.bottom_up.stages.stride_in_1x1  # BasicBlock has no such option
-    model.backbone.out_channels = 32
-    from_res5 = model.backbone.top_block.get("in_feature", "res5") == "res5"
-    model.backbone.top_block.in_channels = 512 if from_res5 else 32  # R18 res5 / P5
-    model.head.input_shape = [ShapeSpec(channels=32)] * 5
-    model.head.conv_dims = [32, 32]
-    return model
+    return small_resnet_fpn(model, depth=18, channels=32, head_convs=2)
 
 
 def batch(seed=0):

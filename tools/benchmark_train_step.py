@@ -35,10 +35,11 @@ import time
 
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.layers import ShapeSpec
 from detectron2.model_zoo import get_config
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+
+from efl_d2.model_zoo import small_resnet_fpn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRIDES = (8, 16, 32, 64, 128)
@@ -122,15 +123,10 @@ def model_cfg(args, name: str):
         model = LazyConfig.load(os.path.join(REPO, EFL_MODELS[name])).model
     else:
         model = get_config("common/models/fcos.py").model
-        model.backbone.top_block.in_channels = "${..out_channels}"
     model.num_classes = args.num_classes
-    model.backbone.bottom_up.stages.depth = args.depth
-    if args.depth < 50:
-        del model.backbone.bottom_up.stages.stride_in_1x1  # BasicBlock has no such option
-    model.backbone.out_channels = args.channels
-    model.head.input_shape = [ShapeSpec(channels=args.channels)] * 5
-    model.head.conv_dims = [args.channels] * args.head_convs
-    return model
+    return small_resnet_fpn(
+        model, depth=args.depth, channels=args.channels, head_convs=args.head_convs
+    )
 
 
 def random_instances(gen, image_hw, num_gt, num_classes, device) -> Instances:

@@ -4,12 +4,13 @@
 from detectron2.config import LazyCall as L
 
 from efl_d2.losses import EqualizedFocalLoss
+from efl_d2.model_zoo import small_resnet_fpn
 
 from ..common.data.mini_lvis import dataloader, num_classes
-from ..common.mini_lvis_cpu import lr_multiplier, optimizer, resnet18_fpn_from_scratch, train
+from ..common.mini_lvis_cpu import lr_multiplier, optimizer, train
 from ..common.models.atss import model
 
-model = resnet18_fpn_from_scratch(model)
+model = small_resnet_fpn(model, from_scratch=True)
 model.num_classes = num_classes
 model.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}", gamma_b=2.0, scale=8.0)
 train.clip_grad = 35.0

@@ -2,11 +2,12 @@
 # CPU: the foundation's default detector until ATSS + EFL replace it.
 from detectron2.model_zoo import get_config
 
-from ..common.data.mini_lvis import dataloader, num_classes
-from ..common.mini_lvis_cpu import lr_multiplier, optimizer, resnet18_fpn_from_scratch, train
+from efl_d2.model_zoo import small_resnet_fpn
 
-model = resnet18_fpn_from_scratch(get_config("common/models/fcos.py").model)
+from ..common.data.mini_lvis import dataloader, num_classes
+from ..common.mini_lvis_cpu import lr_multiplier, optimizer, train
+
+model = small_resnet_fpn(get_config("common/models/fcos.py").model, from_scratch=True)
 model.num_classes = num_classes
-model.backbone.top_block.in_channels = "${..out_channels}"  # P6 from P5
 model.test_score_thresh = 0.05
 model.max_detections_per_image = 300
