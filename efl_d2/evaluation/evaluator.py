@@ -308,7 +308,6 @@ class LVISEvaluator(_D2LVISEvaluator):
         self._logger.info(
             f"Evaluation results for bbox ({self._protocol}): \n" + create_small_table(metrics)
         )
-        self.last_scores = scores
         if self._protocol != "pooled":
             self._report_per_category(scores, arrays)
         return OrderedDict(metrics)

@@ -208,14 +208,23 @@ def read_lvis_results(path: str) -> dict:
     return out
 
 
+def _segment_starts(keys: np.ndarray) -> np.ndarray:
+    """Start positions of the runs of equal values in ``keys``."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys[:0]
+
+
+def _rank_in_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Position of every element within its run of equal keys (0 for the first of a run)."""
+    starts = _segment_starts(sorted_keys)
+    n = len(sorted_keys)
+    return np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+
+
 def top_k_per_key(keys: np.ndarray, score: np.ndarray, k: int) -> np.ndarray:
     """Indices (ascending) of the ``k`` highest scores of every key; ties keep the earlier index
     (Python's stable ``sorted(..., reverse=True)`` as lvis-api uses)."""
     order = np.lexsort((np.arange(len(keys)), -score, keys))
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
-    return np.sort(order[rank < k])
+    return np.sort(order[_rank_in_runs(keys[order]) < k])
 
 
 def lvis_arrays(
@@ -244,11 +253,12 @@ def lvis_arrays(
     cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
     frequency = [c.get("frequency", "?") for c in cats]
     all_imgs = {im["id"]: im for im in data["images"]}
+    known = np.fromiter(all_imgs, np.int64, count=len(all_imgs))
     if image_ids is None:
-        img_ids = np.array(sorted(all_imgs), dtype=np.int64)
+        img_ids = np.unique(known)
     else:
         img_ids = np.unique(np.asarray(list(image_ids), dtype=np.int64))
-        unknown = np.setdiff1d(img_ids, np.fromiter(all_imgs, np.int64, count=len(all_imgs)))
+        unknown = np.setdiff1d(img_ids, known)
         if len(unknown):
             raise ValueError(f"image_ids not in the ground truth: {unknown[:5].tolist()}.")
     num_cats = len(cat_ids)
@@ -281,7 +291,6 @@ def lvis_arrays(
     gt_img, gt_cat = g_img[g_order], g_cat[g_order]
 
     d_img_id, d_cat_id, d_box, d_score = _results_arrays(results)
-    known = np.fromiter(all_imgs, np.int64, count=len(all_imgs))
     if len(d_img_id) and not np.isin(d_img_id, known).all():
         bad = np.setdiff1d(d_img_id, known)[:5].tolist()
         raise ValueError(f"results hold image ids that are not in the ground truth: {bad}.")
@@ -333,10 +342,6 @@ def _box_iou(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where((w > 0) & (h > 0), iou, 0.0)
 
 
-def _segment_starts(keys: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys[:0]
-
-
 @dataclass
 class _Candidates:
     """Detection/GT pairs that can match (IoU >= the lowest threshold), ordered for matching.
@@ -367,9 +372,7 @@ def _candidates(a: LVISArrays, dt_order: np.ndarray, gt_order: np.ndarray, iou_m
     d_pos, g_pos, iou = d_pos[ok], g_pos[ok], iou[ok]
     # round of a candidate detection = its rank among the candidate detections of its group
     cand = np.unique(d_pos)
-    starts = _segment_starts(d_key[cand])
-    rank = np.arange(len(cand)) - np.repeat(starts, np.diff(np.r_[starts, len(cand)]))
-    pair_round = rank[np.searchsorted(cand, d_pos)]
+    pair_round = _rank_in_runs(d_key[cand])[np.searchsorted(cand, d_pos)]
     order = np.lexsort((g_pos, d_pos, pair_round))
     pair_round = pair_round[order]
     bounds = np.searchsorted(pair_round, np.arange(pair_round.max() + 2 if len(order) else 1))
@@ -438,7 +441,7 @@ def _precision_recall(tps, fps, num_gt, rec_thrs) -> tuple:
 @dataclass
 class _ShardResult:
     cat_range: tuple
-    precision: np.ndarray  # (T, R, k, A)
+    precision: np.ndarray  # (T, R, k, A); all -1 for "pooled"
     recall: np.ndarray  # (T, k, A)
     # pooled protocol: per kept detection (area "all") and per category
     dt_score: np.ndarray | None = None
@@ -478,10 +481,11 @@ def _score_shard(a: LVISArrays, cat_range: tuple, keep_detections: bool) -> _Sha
         dt_ig = matched_ig | (~matched & ((d_area < a_lo) | (d_area > a_hi) | not_exh)[None, :])
         tps = matched & ~dt_ig
         fps = ~matched & ~dt_ig
-        if keep_detections:
+        if keep_detections:  # "pooled": the curves are accumulated over pools, not here
             out.dt_score, out.dt_img, out.dt_cat = d_score, d_img, d_cat
             out.dt_tp, out.dt_fp = tps, fps
             out.num_gt = np.bincount(g_cat[~gt_ig] - lo, minlength=k)
+            continue
         for c in range(k):
             ds, de = d_bounds[c], d_bounds[c + 1]
             num_gt = int(np.count_nonzero(~gt_ig[g_bounds[c] : g_bounds[c + 1]]))
