@@ -8,7 +8,11 @@ identical GT boxes of one category.
 """
 
 import copy
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -147,3 +151,43 @@ def box_annotations(boxes) -> list:
         }
         for k, (im, c, b) in enumerate(boxes)
     ]
+
+
+def lvis_category(cat_id: int, frequency: str, image_count: int) -> dict:
+    """An LVIS v1 category record (all the fields lvis-api and the loaders read)."""
+    return {
+        "id": cat_id,
+        "name": f"cat{cat_id}",
+        "synonyms": [f"cat{cat_id}"],
+        "def": "",
+        "synset": f"s.{cat_id}",
+        "frequency": frequency,
+        "image_count": image_count,
+        "instance_count": image_count,
+    }
+
+
+def lvis_image(img_id: int, neg_category_ids=()) -> dict:
+    """A 100x100 LVIS v1 image record, exhaustively annotated."""
+    return {
+        "id": img_id,
+        "width": 100,
+        "height": 100,
+        "coco_url": f"http://x/val2017/{img_id:012d}.jpg",
+        "neg_category_ids": list(neg_category_ids),
+        "not_exhaustive_category_ids": [],
+    }
+
+
+def heavy_imports(statement: str, *, modules=("matplotlib", "torch", "detectron2")) -> list:
+    """Which of ``modules`` a fresh interpreter has imported after ``statement``, with efl_d2
+    imported as the scoring processes import it (``EFL_D2_NUMPY_ONLY=1``)."""
+    code = (
+        f"import json, sys\n{statement}\n"
+        f"print(json.dumps(sorted(m for m in {tuple(modules)!r} if m in sys.modules)))"
+    )
+    env = {**os.environ, "EFL_D2_NUMPY_ONLY": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

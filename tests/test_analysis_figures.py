@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _lvis_cases import box_annotations
+from _lvis_cases import box_annotations, lvis_category, lvis_image
 from _tiny_zoo import one_torch_thread, randomize_, run_tool, write_tiny_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
@@ -206,29 +206,10 @@ def _lvis_gt(path):
     """3 images; categories 1 (r), 2 (c), 3 (f) with one box each in image 1, category 3 also in
     image 2; category 4 (f) has no box (AP undefined)."""
     cats = [
-        {
-            "id": i,
-            "name": f"cat{i}",
-            "synonyms": [f"cat{i}"],
-            "def": "",
-            "synset": f"s.{i}",
-            "frequency": f,
-            "image_count": ic,
-            "instance_count": ic,
-        }
+        lvis_category(i, f, ic)
         for i, f, ic in ((1, "r", 3), (2, "c", 50), (3, "f", 200), (4, "f", 300))
     ]
-    images = [
-        {
-            "id": i,
-            "width": 100,
-            "height": 100,
-            "coco_url": f"http://x/val2017/{i:012d}.jpg",
-            "neg_category_ids": [4],
-            "not_exhaustive_category_ids": [],
-        }
-        for i in (1, 2, 3)
-    ]
+    images = [lvis_image(i, neg_category_ids=[4]) for i in (1, 2, 3)]
     boxes = [
         (1, 1, [10, 10, 20, 20]),
         (1, 2, [50, 50, 20, 20]),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _lvis_cases import box_annotations
+from _lvis_cases import box_annotations, heavy_imports, lvis_category, lvis_image
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
@@ -49,30 +49,8 @@ TRAIN_IMAGES = {1: 3, 2: 10, 3: 11, 4: 100, 5: 101, 6: 400}
 
 
 def _lvis_gt() -> dict:
-    cats = [
-        {
-            "id": i,
-            "name": f"cat{i}",
-            "synonyms": [f"cat{i}"],
-            "def": "",
-            "synset": f"s.{i}",
-            "frequency": f,
-            "image_count": TRAIN_IMAGES[i],
-            "instance_count": TRAIN_IMAGES[i],
-        }
-        for i, (f, _) in GT.items()
-    ]
-    images = [
-        {
-            "id": i,
-            "width": 100,
-            "height": 100,
-            "coco_url": f"http://x/val2017/{i:012d}.jpg",
-            "neg_category_ids": [6],
-            "not_exhaustive_category_ids": [],
-        }
-        for i in (1, 2, 3)
-    ]
+    cats = [lvis_category(i, f, TRAIN_IMAGES[i]) for i, (f, _) in GT.items()]
+    images = [lvis_image(i, neg_category_ids=[6]) for i in (1, 2, 3)]
     boxes = [(im, c, b) for c, (_, bs) in GT.items() for im, b in bs]
     anns = box_annotations(boxes)
     return {"images": images, "annotations": anns, "categories": cats}
@@ -260,19 +238,8 @@ def test_no_library_module_selects_a_matplotlib_backend():
 
 
 def test_categories_module_imports_neither_matplotlib_nor_torch():
-    import subprocess
-    import sys
-
-    # as the scoring processes import it (efl_d2 without its registrations, EFL_D2_NUMPY_ONLY)
-    code = (
-        "import sys, efl_d2.evaluation.categories\n"
-        "print(sorted(m for m in ('matplotlib', 'torch', 'detectron2') if m in sys.modules))\n"
-    )
-    env = {**os.environ, "EFL_D2_NUMPY_ONLY": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    assert out.stdout.strip() == "[]"
+    # as the scoring processes import it (efl_d2 without its registrations)
+    assert heavy_imports("import efl_d2.evaluation.categories") == []
 
 
 def test_lvis_json_metadata_names_the_file_of_a_category_without_frequency(tmp_path):
