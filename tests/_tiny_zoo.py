@@ -12,14 +12,20 @@ import torch
 
 TINY_ATSS_CONFIG = """\
 # Tiny ATSS + EFL on mini-LVIS (tests only).
+from detectron2.config import LazyCall as L
+
+from efl_d2.losses import EqualizedFocalLoss
 from efl_d2.model_zoo import get_config, small_resnet_fpn
 
-model = get_config("common/models/atss.py").model
+model = get_config("common/models/atss_improved.py").model
 model.num_classes = {num_classes}
+model.head.prior_prob = 0.001
+model.test_score_thresh = 0.0
+model.max_detections_per_image = 50
+model.cls_loss = L(EqualizedFocalLoss)(num_classes="${{..num_classes}}")
 model = small_resnet_fpn(model, channels=64)  # GroupNorm(32) needs >= 2 channels per group
 model.anchor_generator.sizes = {anchor_sizes}
 model.test_topk_candidates = 100
-model.max_detections_per_image = 50
 
 dataloader = get_config("common/data/mini_lvis.py").dataloader
 dataloader.test.mapper.augmentations[0].short_edge_length = 96

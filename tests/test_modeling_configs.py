@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, get_cfg, instantiate
 from detectron2.modeling import FCOS, RetinaNet, build_model
 from detectron2.structures import Boxes, Instances
@@ -13,7 +14,7 @@ from fvcore.nn import sigmoid_focal_loss
 from torch import nn
 from torch.nn import functional as F
 
-from efl_d2.losses import EqualizedFocalLoss
+from efl_d2.losses import EqualizedFocalLoss, SigmoidFocalLoss
 from efl_d2.model_zoo import small_resnet_fpn
 from efl_d2.modeling import (
     ATSS,
@@ -69,28 +70,44 @@ def batch(seed=0):
 # --------------------------------------------------------------------------- ATSS configs
 
 
-def test_atss_lazy_config_is_the_improved_baseline():
+def test_atss_model_config_is_original_atss_and_dataset_neutral():
     model = instantiate(LazyConfig.load(os.path.join(CONFIG_DIR, "atss.py")).model)
     assert isinstance(model, ATSS)
-    assert isinstance(model.cls_loss, EqualizedFocalLoss)
+    assert isinstance(model.cls_loss, SigmoidFocalLoss)
+    assert (model.cls_loss.gamma, model.cls_loss.alpha) == (2.0, 0.25)
+    # detectron2's model defaults where a dataset decides: 80 classes, prior 0.01, 100 detections
+    assert model.cls_loss.num_classes == 80 and model.num_classes == 80
+    assert torch.sigmoid(model.head.cls_score.bias[0]).item() == pytest.approx(0.01)
+    assert model.max_detections_per_image == 100
+    assert isinstance(model.anchor_matcher, ATSSMatcher) and model.anchor_matcher.topk == 9
+    sides = [b[:, 2] - b[:, 0] for b in model.anchor_generator.cell_anchors]
+    assert [s.tolist() for s in sides] == [[8.0 * st] for st in (8, 16, 32, 64, 128)]
+    assert model.anchor_generator.offset == 0.5 and model.quality == "centerness"
+    assert (model.test_topk_candidates, model.test_nms_thresh) == (6000, 0.5)
+    assert model.backbone.bottom_up.output_shape()["res5"].channels == 2048  # R50
+    assert model.backbone.top_block.p6.in_channels == 256  # P6 from P5
+
+
+def test_improved_atss_with_the_lvis_protocol_is_the_paper_baseline():
+    """Baseline† = models/atss_improved.py + lvis_one_stage.py (+ training settings)."""
+    path = os.path.join(CONFIG_DIR, "..", "..", "LVIS", "atss_improved_R50_2x_focal.py")
+    model = instantiate(LazyConfig.load(path).model)
+    assert isinstance(model.cls_loss, SigmoidFocalLoss)
     assert model.cls_loss.num_classes == 1203 and model.num_classes == 1203
-    assert (model.cls_loss.gamma_b, model.cls_loss.scale, model.cls_loss.alpha) == (2.0, 8.0, 0.25)
     assert model.head.cls_score.out_channels == 2 * 1203
     assert torch.sigmoid(model.head.cls_score.bias[0]).item() == pytest.approx(0.001)
     assert isinstance(model.anchor_matcher, ATSSMatcher) and model.anchor_matcher.topk == 18
     assert model.anchor_generator.num_cell_anchors == [2] * 5
     sides = [b[:, 2] - b[:, 0] for b in model.anchor_generator.cell_anchors]
     assert [s.tolist() for s in sides] == [[6.0 * st, 8.0 * st] for st in (8, 16, 32, 64, 128)]
-    assert model.anchor_generator.offset == 0.5
     assert model.quality == "iou"
     assert (model.test_score_thresh, model.test_topk_candidates) == (0.0, 6000)
     assert (model.test_nms_thresh, model.max_detections_per_image) == (0.5, 300)
-    assert model.backbone.bottom_up.output_shape()["res5"].channels == 2048  # R50
-    assert model.backbone.top_block.p6.in_channels == 256  # P6 from P5
 
 
 def test_atss_lazy_config_with_tiny_overrides_trains_and_infers():
-    cfg = load_model_cfg("atss")
+    cfg = load_model_cfg("atss_improved")
+    cfg.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}")
     model = instantiate(cfg)
     assert model.cls_loss.num_classes == 3  # interpolated from model.num_classes
     with EventStorage():
@@ -218,9 +235,11 @@ def test_pluggable_with_focal_cls_loss_equals_detectron2_original(name, parent_t
 
 @pytest.mark.parametrize("name", ["retinanet_pluggable", "fcos_pluggable"])
 def test_pluggable_configs_train_with_efl(name):
-    model = instantiate(load_model_cfg(name))
+    cfg = load_model_cfg(name)
+    assert cfg.cls_loss._target_ is SigmoidFocalLoss  # the detectors' own loss by default
+    cfg.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}")
+    model = instantiate(cfg)
     assert isinstance(model.cls_loss, EqualizedFocalLoss) and model.cls_loss.num_classes == 3
-    assert model.max_detections_per_image == 300
     with EventStorage():
         losses = model(batch())
     sum(losses.values()).backward()

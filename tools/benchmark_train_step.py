@@ -5,7 +5,7 @@ their assigners.
 Measures in one process, on the same synthetic inputs, the same backbone/FPN and head width:
 
 1. one training step (forward, backward, SGD update) of detectron2's FCOS with its sigmoid focal
-   loss (the baseline), of ATSS + Equalized Focal Loss (configs/common/models/atss.py) and of
+   loss (the baseline), of ATSS + Equalized Focal Loss (configs/common/models/atss_improved.py) and of
    PAA + EFL (configs/common/models/paa.py), all with C classes on the same feature maps (ATSS
    has 2 anchors per location, PAA 1 anchor, FCOS 1 point);
 2. label assignment alone (``label_anchors``: matching + target gathering) of each detector on
@@ -34,11 +34,13 @@ import sys
 import time
 
 import torch
+from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.model_zoo import get_config
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from efl_d2.losses import EqualizedFocalLoss
 from efl_d2.model_zoo import small_resnet_fpn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +114,7 @@ class Meter:
 
 
 EFL_MODELS = {
-    "ATSS + EFL": "configs/common/models/atss.py",
+    "ATSS + EFL": "configs/common/models/atss_improved.py",
     "PAA + EFL": "configs/common/models/paa.py",
 }
 
@@ -121,6 +123,7 @@ def model_cfg(args, name: str):
     """ATSS + EFL or PAA + EFL from configs/common/models/, or detectron2's FCOS (focal loss)."""
     if name in EFL_MODELS:
         model = LazyConfig.load(os.path.join(REPO, EFL_MODELS[name])).model
+        model.cls_loss = L(EqualizedFocalLoss)(num_classes="${..num_classes}")
     else:
         model = get_config("common/models/fcos.py").model
     model.num_classes = args.num_classes

@@ -1,12 +1,7 @@
 # PAA R-50-FPN (configs/common/models/paa.py), focal loss. Paper: Table 1 / 6 "PAA" (23.7 AP).
 # No stabilized settings (the paper names only RetinaNet and FCOS* as trained with them).
-from detectron2.config import LazyCall as L
-
-from efl_d2.losses import SigmoidFocalLoss
-
 from ..common.lvis_2x import dataloader, lr_multiplier, optimizer, train
 from ..common.lvis_one_stage import lvis_one_stage
 from ..common.models.paa import model
 
 model = lvis_one_stage(model)
-model.cls_loss = L(SigmoidFocalLoss)(num_classes="${..num_classes}", gamma=2.0, alpha=0.25)

@@ -1,7 +1,7 @@
-# PAA (probabilistic anchor assignment, IoU branch, score voting) with EFL, R-50-FPN: the ATSS
-# model of ./atss.py with what PAA changes, as mmdetection's PAA: one anchor of scale 8 per
-# location, candidates of IoU >= 0.1, 9 per level and GT, box coder (10, 10, 5, 5), box loss x 1.3,
-# IoU loss x 0.5, test NMS 0.6.
+# PAA (probabilistic anchor assignment, IoU branch, score voting) R-50-FPN: the ATSS model of
+# ./atss.py with what PAA changes, as mmdetection's PAA: candidates of IoU >= 0.1, 9 per level and
+# GT, box coder (10, 10, 5, 5), box loss x 1.3, IoU loss x 0.5, test NMS 0.6 (one anchor of scale
+# 8 per location, as ATSS).
 from detectron2.config import LazyCall as L
 from detectron2.modeling.matcher import Matcher
 
@@ -15,8 +15,6 @@ model.initial_matcher = L(Matcher)(thresholds=[0.1], labels=[0, 1], allow_low_qu
 model.topk = 9
 model.score_voting = True
 model.quality = "iou"
-model.anchor_generator.sizes = [[8 * s] for s in (8, 16, 32, 64, 128)]
-model.head.num_anchors = 1
 model.box2box_transform.weights = [10.0, 10.0, 5.0, 5.0]
 model.box_loss_weight = 1.3
 model.quality_loss_weight = 0.5
