@@ -17,6 +17,8 @@ from torch import nn
 
 from efl_d2.losses import (
     EqualizedFocalLoss,
+    GradientSink,
+    focal_family_loss,
     summarize_category_statistics,
 )
 
@@ -70,6 +72,35 @@ def test_one_step_statistics_are_autograd_sums_and_first_step_is_focal():
     ref2, _, _, _ = reference_stats(x, gt, *efl_params(crit.pos_neg), 4.0)
     torch.testing.assert_close(second.double(), ref2, rtol=1e-5, atol=1e-6)
     assert abs(second.item() - loss.item()) > 1e-3
+
+
+def test_kernel_feeds_any_gradient_sink_through_its_one_method():
+    """The sink interface is ``add_gradient_sums(pos, neg, finite)`` and nothing else: a plain
+    object with only that method receives the float64 reference sums, once per backward."""
+
+    class RecordingSink:
+        def __init__(self):
+            self.calls = []
+
+        def add_gradient_sums(self, pos, neg, finite):
+            self.calls.append((pos.clone(), neg.clone(), bool(finite)))
+
+    x, gt = make_batch(seed=5)
+    gamma, pw, nw = efl_params(torch.rand(C, generator=torch.Generator().manual_seed(1)))
+    sink = RecordingSink()
+    xa = x.clone().requires_grad_(True)
+    loss = focal_family_loss(
+        xa, gt, gamma=gamma.float(), pos_weight=pw.float(), neg_weight=nw.float(),
+        normalizer=3.0, statistics=sink,
+    )  # fmt: skip
+    assert sink.calls == []  # nothing before the backward
+    (2.0 * loss).backward()  # an upstream weight does not enter the statistics
+    _, _, pos, neg = reference_stats(x, gt, gamma, pw, nw, 3.0)
+    ((got_pos, got_neg, finite),) = sink.calls
+    assert finite and got_pos.shape == got_neg.shape == (C,)
+    torch.testing.assert_close(got_pos.double(), pos, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got_neg.double(), neg, rtol=1e-5, atol=1e-7)
+    assert isinstance(EqualizedFocalLoss(C), GradientSink)  # the losses implement it
 
 
 def test_eval_no_grad_and_detached_forwards_leave_statistics_untouched():

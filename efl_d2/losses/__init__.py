@@ -16,7 +16,7 @@ from .focal_losses import (
     SigmoidFocalLoss,
     efl_focusing_factor,
 )
-from .grad_stats import GradientStatistics
+from .grad_stats import GradientSink, GradientStatistics
 from .observability import (
     frequency_groups_from_lvis_categories,
     put_category_statistics,
@@ -26,6 +26,7 @@ from .observability import (
 __all__ = [
     "EQLv2FocalLoss",
     "EqualizedFocalLoss",
+    "GradientSink",
     "GradientStatistics",
     "SigmoidFocalLoss",
     "efl_focusing_factor",

@@ -18,7 +18,8 @@ entry, so the kernel treats every element as negative and patches the <= N posit
 gather/scatter: no one-hot (N, C) target is ever built. Rows are processed in chunks, and the
 backward recomputes from the saved logits instead of saving intermediates; the only (N, C) tensor
 allocated is the returned gradient. The per-class sums of |dL/dx| (the EFL/EQLv2 statistics) fall
-out of the backward for free and are handed to a :class:`GradientStatistics` sink.
+out of the backward for free and are handed to a :class:`~efl_d2.losses.grad_stats.GradientSink`
+(a :class:`GradientStatistics` loss) through its one method, ``add_gradient_sums``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .grad_stats import GradientStatistics
+    from .grad_stats import GradientSink
 
 __all__ = ["default_chunk_elements", "focal_family_loss"]
 
@@ -157,7 +158,7 @@ class _FocalFamilyFunction(torch.autograd.Function):
         pos_weight: torch.Tensor,
         neg_weight: torch.Tensor,
         normalizer: float,
-        sink: GradientStatistics | None,
+        sink: GradientSink | None,
         chunk_elements: int,
     ) -> torch.Tensor:
         c = logits.shape[1]
@@ -255,8 +256,15 @@ class _FocalFamilyFunction(torch.autograd.Function):
                 wmax = torch.maximum(pos_weight.max(), neg_weight.max())
                 bound = (1 + gmax / 2) * wmax * go.abs() / norm
                 finite &= bound <= dtype_max
-            sink._accumulate_gradient_statistics(pos_stat, neg_stat, finite)
+            sink.add_gradient_sums(pos_stat, neg_stat, finite)
         return grad, None, None, None, None, None, None, None, None
+
+
+def _kernel_for(logits: torch.Tensor) -> type[torch.autograd.Function]:
+    """The one place where an implementation is chosen. A second kernel (e.g. a fused CUDA one)
+    takes the same ``apply`` arguments, computes the same value and gradient, and feeds the sink
+    through ``add_gradient_sums``; tests/test_cuda.py holds any device kernel to this one."""
+    return _FocalFamilyFunction
 
 
 def focal_family_loss(
@@ -267,7 +275,7 @@ def focal_family_loss(
     pos_weight: torch.Tensor,
     neg_weight: torch.Tensor,
     normalizer: float,
-    statistics: GradientStatistics | None = None,
+    statistics: GradientSink | None = None,
     chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Fused sigmoid focal-family loss with an analytic, chunk-recomputed backward.
@@ -294,7 +302,7 @@ def focal_family_loss(
         gamma_t = gamma.detach().to(device=logits.device, dtype=cdt)
     else:
         gamma_s = float(gamma)
-    return _FocalFamilyFunction.apply(
+    return _kernel_for(logits).apply(
         logits,
         gt_classes,
         gamma_t,

@@ -32,12 +32,13 @@ A step is skipped as a whole (on every rank) when any rank saw a non-finite grad
 from __future__ import annotations
 
 import numbers
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["GradientStatistics", "gradient_ratio"]
+__all__ = ["GradientSink", "GradientStatistics", "gradient_ratio"]
 
 _EPS = 1e-10
 
@@ -46,6 +47,23 @@ def gradient_ratio(pos_grad: torch.Tensor, neg_grad: torch.Tensor) -> torch.Tens
     """Unclamped pos_grad / (neg_grad + 1e-10) per class: the ratio behind EFL's g_j and EQLv2's
     weights (also usable on buffers read from a checkpoint)."""
     return pos_grad / (neg_grad + _EPS)
+
+
+@runtime_checkable
+class GradientSink(Protocol):
+    """What a loss kernel needs of a statistics sink: one call per backward. Every kernel
+    (:func:`~efl_d2.losses.focal_family_loss`'s, or a second one, e.g. a fused GPU kernel or a
+    two-stage classifier's loss) hands its sums through this method and nothing else."""
+
+    def add_gradient_sums(self, pos: torch.Tensor, neg: torch.Tensor, finite: torch.Tensor) -> None:
+        """Add one backward's per-class sums.
+
+        Args:
+            pos: (C,) sum over positive elements of |dL/dx| (L the value the loss returned).
+            neg: (C,) the same over negative elements; ignored rows contribute to neither.
+            finite: 0-dim bool, False when the step's gradient was not finite (an overflowing
+                fp16 step): the step then leaves the statistics unchanged on every process.
+        """
 
 
 def _is_distributed() -> bool:
@@ -61,7 +79,8 @@ class GradientStatistics(nn.Module):
         pos_neg: g = clamp(pos_grad / (neg_grad + 1e-10), 0, 1); starts at 1.
 
     Subclasses call :meth:`_begin_forward` at the start of ``forward`` and pass ``self`` as the
-    statistics sink of :func:`focal_family_loss` when :meth:`_collects` says so.
+    statistics sink (a :class:`GradientSink`) of :func:`focal_family_loss` when :meth:`_collects`
+    says so.
     """
 
     def __init__(self, num_classes: int):
@@ -92,10 +111,9 @@ class GradientStatistics(nn.Module):
             self.commit_statistics()
 
     @torch.no_grad()
-    def _accumulate_gradient_statistics(
-        self, pos: torch.Tensor, neg: torch.Tensor, finite: torch.Tensor
-    ) -> None:
-        """Called by the kernel's backward with (C,) sums of |dL/dx| and a 0-dim bool flag."""
+    def add_gradient_sums(self, pos: torch.Tensor, neg: torch.Tensor, finite: torch.Tensor) -> None:
+        """:meth:`GradientSink.add_gradient_sums`: pending until committed (at once when not
+        distributed)."""
         c = self.num_classes
         if self._pending is None:
             self._pending = self.pos_grad.new_zeros(2 * c + 2)
