@@ -359,8 +359,15 @@ class ATSS(DenseDetector):
         )
         check_finite_box_deltas(pred_deltas)
         anchors = self.anchor_generator(features)
-        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        gt_labels, gt_boxes = self.label_anchors(
+            anchors, gt_instances, **self._assignment_predictions(pred_logits, pred_deltas)
+        )
         return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
+
+    def _assignment_predictions(self, pred_logits: list, pred_deltas: list) -> dict:
+        """The keyword predictions :meth:`label_anchors` assigns from: none for ATSS (boxes only;
+        concatenating the (N, R, C) logits would cost a copy of them)."""
+        return {}
 
     @torch.no_grad()
     def label_anchors(

@@ -28,7 +28,6 @@ from torch.nn import functional as F
 
 from .atss import ATSS
 from .config import register_meta_arch
-from .divergence import check_finite_box_deltas
 
 __all__ = ["PAA", "fit_two_gaussians", "score_voting", "summed_focal_loss"]
 
@@ -246,19 +245,12 @@ class PAA(ATSS):
 
     # ------------------------------------------------------------------ training
 
-    def forward_training(self, images, features, predictions, gt_instances):
-        pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4, 1]
-        )
-        check_finite_box_deltas(pred_deltas)
-        anchors = self.anchor_generator(features)
-        gt_labels, gt_boxes = self.label_anchors(
-            anchors,
-            gt_instances,
-            pred_logits=torch.cat(pred_logits, dim=1),
-            pred_deltas=torch.cat(pred_deltas, dim=1),
-        )
-        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
+    def _assignment_predictions(self, pred_logits: list, pred_deltas: list) -> dict:
+        """PAA assigns from the (N, R, C) logits and (N, R, 4) deltas of all levels."""
+        return {
+            "pred_logits": torch.cat(pred_logits, dim=1),
+            "pred_deltas": torch.cat(pred_deltas, dim=1),
+        }
 
     @torch.no_grad()
     def label_anchors(
