@@ -1,14 +1,23 @@
-"""The sigmoid focal-loss family for dense long-tailed detection.
+"""Classification losses for long-tailed detection.
+
+Dense (one-stage detectors), the sigmoid focal family, called as
+``loss = criterion(logits (N, C), gt_classes (N,), normalizer)``:
 
 - :class:`SigmoidFocalLoss`: plain focal loss.
 - :class:`EqualizedFocalLoss`: EFL (CVPR 2022) and its focusing-/weighting-factor ablations.
 - :class:`EQLv2FocalLoss`: the paper's "EQLv2 & Focal" baseline.
 
-All share one fused kernel (:func:`focal_family_loss`); the gradient-guided ones share the
-statistics component :class:`GradientStatistics`. Call them as
-``loss = criterion(logits (N, C), gt_classes (N,), normalizer)``.
+They share one fused kernel (:func:`focal_family_loss`). Region losses (the box classifier of a
+two-stage detector), called as ``criterion(logits (R, num_logits), gt_classes (R,))``:
+
+- :class:`EQLv2Loss`: EQLv2 (Tan et al. 2021);
+- :class:`SeesawLoss`: Seesaw loss (Wang et al. 2021).
+
+Both conventions are written out in ``region_protocol.py``. The gradient-guided losses share the
+statistics component :class:`GradientStatistics`.
 """
 
+from .eqlv2 import EQLv2Loss, eqlv2_weights
 from .focal_kernel import focal_family_loss
 from .focal_losses import (
     EQLv2FocalLoss,
@@ -22,14 +31,18 @@ from .observability import (
     put_category_statistics,
     summarize_category_statistics,
 )
+from .seesaw import SeesawLoss
 
 __all__ = [
     "EQLv2FocalLoss",
+    "EQLv2Loss",
     "EqualizedFocalLoss",
     "GradientSink",
     "GradientStatistics",
+    "SeesawLoss",
     "SigmoidFocalLoss",
     "efl_focusing_factor",
+    "eqlv2_weights",
     "focal_family_loss",
     "frequency_groups_from_lvis_categories",
     "put_category_statistics",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .eqlv2 import eqlv2_weights
 from .focal_kernel import focal_family_loss
 from .grad_stats import GradientStatistics
 
@@ -266,11 +267,9 @@ class EQLv2FocalLoss(_FocalFamilyForward, GradientStatistics):
 
     def eqlv2_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(positive weights, negative weights), each (C,), from the current statistics."""
-        ratio = self.gradient_ratio()
-        no_evidence = (self.pos_grad == 0) & (self.neg_grad == 0)
-        f = torch.sigmoid(self.eqlv2_gamma * (ratio - self.mu))
-        f = torch.where(no_evidence, torch.ones_like(f), f)  # f(+inf) = 1
-        return 1.0 + self.eqlv2_alpha * (1.0 - f), f
+        return eqlv2_weights(
+            self.pos_grad, self.neg_grad, gamma=self.eqlv2_gamma, mu=self.mu, alpha=self.eqlv2_alpha
+        )
 
     def element_parameters(self, device):
         pos_a, neg_a = _alpha_weights(self.alpha, self.num_classes, device)
