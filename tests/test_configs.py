@@ -115,8 +115,32 @@ def test_row_config_matches_the_rows_meaning(row):
     depth = m.backbone.bottom_up.stages.depth
     assert depth == (101 if "R-101" in label else 50)
     assert cfg.train.init_checkpoint.endswith(f"R-{depth}.pkl")
-    if "Faster R-CNN" in label:
+    two_stage = {
+        "Faster R-CNN": None,
+        "EQL": "EQLLoss",
+        "EQLv2": "EQLv2Loss",
+        "Seesaw Loss": "SeesawLoss",
+    }
+    method = label.removeprefix("R-50 ").removeprefix("R-101 ")
+    if method in two_stage:
         assert m._target_.__name__ == "GeneralizedRCNN" and m.roi_heads.mask_head is None
+        predictor = m.roi_heads.box_predictor
+        loss = predictor.cls_loss
+        assert (loss and loss._target_.__name__) == two_stage[method], label
+        # the authors' constants (Tan et al. 2020 / 2021, Wang et al. 2021)
+        if method == "EQL":
+            assert loss.lambda_ == 0.0011 and predictor.cls_prior_prob == 0.001
+            assert loss.image_frequencies.name == "lvis_v1_train"
+        if method == "EQLv2":
+            assert (loss.gamma, loss.mu, loss.alpha) == (12.0, 0.8, 4.0)
+        if method == "Seesaw Loss":
+            assert (loss.p, loss.q, loss.eps, predictor.cosine_temperature) == (
+                0.8,
+                2.0,
+                0.01,
+                20.0,
+            )
+        assert cfg.train.clip_grad == 0 and warmup_iters == 1000
         return
     kind, scale = _loss_kind(m.cls_loss)
     detector = m._target_.__name__

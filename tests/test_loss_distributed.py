@@ -1,5 +1,6 @@
-"""Two processes (Gloo, CPU): statistics are all-reduced, identical on both ranks, equal to one
-process seeing both halves, and committing them does not deadlock with DDP's own all-reduces."""
+"""Two processes (Gloo, CPU): statistics (EFL's, and the two-stage EQLv2's) are all-reduced,
+identical on both ranks, equal to one process seeing both halves, and committing them does not
+deadlock with DDP's own all-reduces."""
 
 import os
 import time
@@ -11,7 +12,7 @@ import torch.multiprocessing as mp
 from _loss_references import C, make_batch
 from torch import nn
 
-from efl_d2.losses import EqualizedFocalLoss
+from efl_d2.losses import EQLv2Loss, EqualizedFocalLoss
 
 STEPS = 3
 ROWS = 40  # per step, split in two halves across the ranks
@@ -31,6 +32,13 @@ class _Head(nn.Module):
 
 def _feats(step):
     return torch.randn(ROWS, 6, generator=torch.Generator().manual_seed(100 + step)) * 3
+
+
+def _region_batch(step):
+    g = torch.Generator().manual_seed(200 + step)
+    z = torch.randn(ROWS, C + 1, generator=g) * 2
+    labels = torch.randint(C + 1, (ROWS,), generator=g)
+    return z, labels
 
 
 def _worker(rank, world, init_file, out_dir):
@@ -66,8 +74,16 @@ def _worker(rank, world, init_file, out_dir):
             ddp(_feats(step)[half], gt[half]).backward()
             opt.step()
         head.cls_loss.commit_statistics()
+
+        # 3. The two-stage EQLv2: each rank scores half of the sampled RoIs.
+        region = EQLv2Loss(C)
+        for step in range(STEPS):
+            z, labels = _region_batch(step)
+            region(z[half].clone().requires_grad_(True), labels[half]).backward()
+        region.commit_statistics()
         torch.save(
             {
+                "region": {k: v.clone() for k, v in region.state_dict().items()},
                 "losses": losses,
                 "pending": pending,
                 "stats": {k: v.clone() for k, v in crit.state_dict().items()},
@@ -123,3 +139,14 @@ def test_two_process_gloo_statistics(tmp_path):
             # Summation order differs (two halves + all-reduce vs one pass): float32 tolerance.
             torch.testing.assert_close(r0[key][name], value, rtol=1e-4, atol=1e-5)
     assert r0["stats"]["pos_grad"].sum() > 0 and r0["ddp"]["cls_loss.pos_grad"].sum() > 0
+
+    # EQLv2 sums |p - y| w without the 1 / R (as its authors), so both halves add up to the
+    # statistics of one process scoring all the RoIs.
+    region = EQLv2Loss(C)
+    for step in range(STEPS):
+        z, labels = _region_batch(step)
+        region(z.clone().requires_grad_(True), labels).backward()
+    for name, value in region.state_dict().items():
+        assert torch.equal(r0["region"][name], r1["region"][name]), name
+        torch.testing.assert_close(r0["region"][name], value, rtol=1e-5, atol=1e-6)
+    assert r0["region"]["neg_grad"].min() > 0

@@ -8,8 +8,10 @@ from .build import (
     build_rfs_train_loader,
 )
 from .datasets import (
+    LVIS_V1_TRAIN_ANNOTATED_IMAGES,
     MINI_LVIS_SPLITS,
     DatasetFileError,
+    category_image_frequencies,
     check_dataset_names,
     class_frequencies,
     datasets_root,
@@ -24,6 +26,7 @@ from .lvis_compat import patch_lvis_for_numpy2
 from .transforms import OpenCVResizeShortestEdge, OpenCVResizeTransform
 
 __all__ = [
+    "LVIS_V1_TRAIN_ANNOTATED_IMAGES",
     "MINI_LVIS_SPLITS",
     "DatasetFileError",
     "IndexedBatchPlan",
@@ -32,6 +35,7 @@ __all__ = [
     "ResumableTrainLoader",
     "RobustDatasetMapper",
     "build_rfs_train_loader",
+    "category_image_frequencies",
     "check_dataset_names",
     "class_frequencies",
     "datasets_root",

@@ -23,8 +23,10 @@ from detectron2.data.datasets.lvis import load_lvis_json, register_lvis_instance
 from ..evaluation.categories import category_frequencies
 
 __all__ = [
+    "LVIS_V1_TRAIN_ANNOTATED_IMAGES",
     "MINI_LVIS_SPLITS",
     "DatasetFileError",
+    "category_image_frequencies",
     "check_dataset_names",
     "class_frequencies",
     "datasets_root",
@@ -277,6 +279,30 @@ def get_lvis_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True
         if getattr(meta, "evaluator_type", None) == "lvis" and hasattr(meta, "json_file"):
             _check_files(n, meta.json_file, getattr(meta, "image_root", ""))
     return get_detection_dataset_dicts(names, filter_empty=filter_empty)
+
+
+# LVIS v1 train: the images with at least one annotation (of 100,170), the denominator of the
+# per-category frequencies in EQL's authors' LVIS v1 table (image_count / image_count_frequency).
+LVIS_V1_TRAIN_ANNOTATED_IMAGES = 99_388
+
+
+def category_image_frequencies(name: str) -> list[float]:
+    """f_j = (training images containing class j) / (training images with any annotation), by
+    contiguous class id: EQL's frequency, read from the dataset's ``class_image_count``.
+
+    The denominator is :data:`LVIS_V1_TRAIN_ANNOTATED_IMAGES` for ``lvis_v1_train`` (so that the
+    1 GB json is not read twice) and counted from the dataset's images otherwise.
+    """
+    (name,) = check_dataset_names(name)
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "class_image_count"):
+        raise ValueError(f"Dataset {name!r} has no class_image_count metadata (an LVIS dataset?)")
+    counts = [c["image_count"] for c in meta.class_image_count]
+    if name == "lvis_v1_train":
+        num_images = LVIS_V1_TRAIN_ANNOTATED_IMAGES
+    else:
+        num_images = len(get_lvis_dataset_dicts(name, filter_empty=True))
+    return [c / num_images for c in counts]
 
 
 def class_frequencies(names: str | Sequence[str]) -> list[str] | None:

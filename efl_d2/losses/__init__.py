@@ -10,6 +10,7 @@ Dense (one-stage detectors), the sigmoid focal family, called as
 They share one fused kernel (:func:`focal_family_loss`). Region losses (the box classifier of a
 two-stage detector), called as ``criterion(logits (R, num_logits), gt_classes (R,))``:
 
+- :class:`EQLLoss`: EQL (Tan et al. 2020);
 - :class:`EQLv2Loss`: EQLv2 (Tan et al. 2021);
 - :class:`SeesawLoss`: Seesaw loss (Wang et al. 2021).
 
@@ -17,6 +18,7 @@ Both conventions are written out in ``region_protocol.py``. The gradient-guided 
 statistics component :class:`GradientStatistics`.
 """
 
+from .eql import EQLLoss
 from .eqlv2 import EQLv2Loss, eqlv2_weights
 from .focal_kernel import focal_family_loss
 from .focal_losses import (
@@ -34,6 +36,7 @@ from .observability import (
 from .seesaw import SeesawLoss
 
 __all__ = [
+    "EQLLoss",
     "EQLv2FocalLoss",
     "EQLv2Loss",
     "EqualizedFocalLoss",

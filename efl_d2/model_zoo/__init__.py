@@ -5,7 +5,8 @@
 - :class:`LazyPredictor`: run a LazyConfig model on single images (test-time resize and channel
   order from the config).
 
-- :func:`small_resnet_fpn`: a detector config shrunk to a small ResNet FPN (CPU configs, tests).
+- :func:`small_resnet_fpn`, :func:`small_faster_rcnn`: a detector config shrunk to a small ResNet
+  FPN (CPU configs, tests).
 - :data:`PAPER_ROWS`: every (table, row) of the paper's one-stage experiments with its config and
   the paper's AP, AP_r, AP_c, AP_f (``configs/README.md`` shows the same table).
 """
@@ -24,7 +25,7 @@ from .model_zoo import (
 )
 from .paper_rows import PAPER_ROWS, PaperRow
 from .predictor import LazyPredictor, instances_to_records, metadata_from_config
-from .small_models import small_resnet_fpn
+from .small_models import small_faster_rcnn, small_resnet_fpn
 
 __all__ = [
     "OFFICIAL_EFL_R50_CONFIG",
@@ -42,5 +43,6 @@ __all__ = [
     "instances_to_records",
     "list_configs",
     "metadata_from_config",
+    "small_faster_rcnn",
     "small_resnet_fpn",
 ]

@@ -14,9 +14,10 @@ Usage::
 
 from detectron2.config import CfgNode as CN
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils.registry import Registry
 from torch import nn
 
-__all__ = ["add_atss_config", "build_cls_loss", "register_meta_arch"]
+__all__ = ["CLS_LOSS_REGISTRY", "add_atss_config", "build_cls_loss", "register_meta_arch"]
 
 
 def add_atss_config(cfg: CN) -> CN:
@@ -68,25 +69,39 @@ def add_atss_config(cfg: CN) -> CN:
     return cfg
 
 
+CLS_LOSS_REGISTRY = Registry("CLS_LOSS")
+CLS_LOSS_REGISTRY.__doc__ = """Dense classification losses by class name for yacs configs
+(``MODEL.CLS_LOSS.NAME``), built as ``cls(num_classes, **kwargs)``. efl_d2's focal family is
+registered on first use; register your own with ``CLS_LOSS_REGISTRY.register()``. LazyConfig files
+name a loss by import path instead."""
+
+
+def _register_efl_losses() -> None:
+    from efl_d2 import losses  # deferred: the loss package is optional for the modeling code
+
+    for cls in (losses.SigmoidFocalLoss, losses.EqualizedFocalLoss, losses.EQLv2FocalLoss):
+        if cls.__name__ not in CLS_LOSS_REGISTRY:
+            CLS_LOSS_REGISTRY.register(cls)
+
+
 def build_cls_loss(cfg: CN, num_classes: int) -> nn.Module | None:
     """
-    Build the classification loss described by ``cfg.MODEL.CLS_LOSS``, or None when the node is
-    absent or its NAME is empty (the meta-architecture then uses sigmoid focal loss).
+    Build the classification loss described by ``cfg.MODEL.CLS_LOSS`` (its class from
+    ``CLS_LOSS_REGISTRY``), or None when the node is absent or its NAME is empty (the
+    meta-architecture then uses sigmoid focal loss).
     """
     node = cfg.MODEL.get("CLS_LOSS", None)
     if node is None or not node.NAME:
         return None
-    from efl_d2 import losses  # deferred: the loss package is optional for the modeling code
-
-    loss_cls = getattr(losses, node.NAME, None)
-    if loss_cls is None:
-        available = sorted(n for n in dir(losses) if not n.startswith("_"))
+    _register_efl_losses()
+    if node.NAME not in CLS_LOSS_REGISTRY:
+        available = sorted(name for name, _ in CLS_LOSS_REGISTRY)
         raise KeyError(
-            f"MODEL.CLS_LOSS.NAME={node.NAME!r} is not a class of efl_d2.losses; "
-            f"available names: {available}."
+            f"MODEL.CLS_LOSS.NAME={node.NAME!r} is not in CLS_LOSS_REGISTRY; registered: "
+            f"{available}."
         )
     kwargs = {k.lower(): v for k, v in node.items() if k != "NAME"}
-    return loss_cls(num_classes, **kwargs)
+    return CLS_LOSS_REGISTRY.get(node.NAME)(num_classes, **kwargs)
 
 
 def register_meta_arch(cls: type) -> type:
