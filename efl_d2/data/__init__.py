@@ -2,9 +2,11 @@
 the official EFL code's OpenCV keep-aspect-ratio resize."""
 
 from .build import (
+    ClassBalancedBatchPlan,
     IndexedBatchPlan,
     ResumableTrainLoader,
     RobustDatasetMapper,
+    build_class_balanced_train_loader,
     build_rfs_train_loader,
 )
 from .datasets import (
@@ -28,12 +30,14 @@ from .transforms import OpenCVResizeShortestEdge, OpenCVResizeTransform
 __all__ = [
     "LVIS_V1_TRAIN_ANNOTATED_IMAGES",
     "MINI_LVIS_SPLITS",
+    "ClassBalancedBatchPlan",
     "DatasetFileError",
     "IndexedBatchPlan",
     "OpenCVResizeShortestEdge",
     "OpenCVResizeTransform",
     "ResumableTrainLoader",
     "RobustDatasetMapper",
+    "build_class_balanced_train_loader",
     "build_rfs_train_loader",
     "category_image_frequencies",
     "check_dataset_names",

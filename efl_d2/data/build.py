@@ -40,9 +40,11 @@ from detectron2.data.samplers import RepeatFactorTrainingSampler
 from detectron2.utils import comm
 
 __all__ = [
+    "ClassBalancedBatchPlan",
     "IndexedBatchPlan",
     "ResumableTrainLoader",
     "RobustDatasetMapper",
+    "build_class_balanced_train_loader",
     "build_rfs_train_loader",
 ]
 
@@ -142,6 +144,74 @@ class IndexedBatchPlan:
         group, _ = self._group_of(k)
         members = self._members[group]
         return int(members[_rng(self.seed, k, j, attempt + 1, 7).integers(len(members))])
+
+
+class ClassBalancedBatchPlan(IndexedBatchPlan):
+    """:class:`IndexedBatchPlan` with class-balanced sampling (CBS, the decoupled methods' second
+    stage): each draw picks a class uniformly at random (with replacement, among the classes that
+    have an image), then the next image of that class in a seeded permutation of its images
+    (without replacement until all of them have been drawn). An epoch is as many draws as there are
+    images. So image i is drawn with probability sum over its classes c of 1 / (C n_c).
+
+    The epochs are drawn over the whole dataset (seeded by ``(seed, epoch)``) and then split by
+    aspect-ratio group, so grouping the batches does not change which images are drawn.
+
+    Args:
+        image_classes: per image, the classes of its annotations (any ints; repeats ignored).
+        groups, total_batch_size, seed: as :class:`IndexedBatchPlan`.
+    """
+
+    _KEY = 0xCB5  # keeps its draws apart from the repeat-factor plan's
+
+    def __init__(self, *, image_classes, groups, total_batch_size: int, seed: int) -> None:
+        n = len(image_classes)
+        super().__init__(
+            repeat_factors=np.ones(n), groups=groups, total_batch_size=total_batch_size, seed=seed
+        )
+        by_class: dict[int, list[int]] = {}
+        for i, classes in enumerate(image_classes):
+            for c in set(classes):
+                by_class.setdefault(int(c), []).append(i)
+        if not by_class:
+            raise ValueError("class-balanced sampling needs images with annotations")
+        self.classes = sorted(by_class)
+        self._images = [np.asarray(by_class[c], dtype=np.int64) for c in self.classes]
+        self._group = np.asarray(groups, dtype=np.int64)
+        # expected share of draws that land in group 1: sum_c (1 / C) * (share of c's images)
+        self.group1_share = float(np.mean([self._group[m].mean() for m in self._images]))
+        self._global: dict[int, np.ndarray] = {}
+        self._num_images = n
+
+    def epoch_draws(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(classes, images) of the ``epoch``-th global epoch: the class drawn at each step (an
+        index into :attr:`classes`) and the image it gave, each (N,)."""
+        rng = _rng(self.seed, self._KEY, epoch)
+        drawn = rng.integers(len(self.classes), size=self._num_images)
+        images = np.empty(self._num_images, dtype=np.int64)
+        order = np.argsort(drawn, kind="stable")
+        counts = np.bincount(drawn, minlength=len(self.classes))
+        start = 0
+        for c, count in enumerate(counts):
+            if count:
+                members = self._images[c]
+                cycles = -(-count // len(members))  # a fresh permutation once all were drawn
+                perm = np.concatenate(
+                    [
+                        _rng(self.seed, self._KEY, epoch, c, k).permutation(len(members))
+                        for k in range(cycles)
+                    ]
+                )
+                images[order[start : start + count]] = members[perm[:count]]
+                start += count
+        return drawn, images
+
+    def _draw_epoch(self, group: int, epoch: int) -> np.ndarray:
+        if epoch not in self._global:
+            if len(self._global) >= 2:
+                self._global.pop(next(iter(self._global)))
+            self._global[epoch] = self.epoch_draws(epoch)[1]
+        images = self._global[epoch]
+        return images[self._group[images] == group]
 
 
 @contextmanager
@@ -289,6 +359,37 @@ def build_rfs_train_loader(
             f"Repeat factor sampling (t={repeat_thresh}): {len(dataset)} images, "
             f"{float(factors.sum()):.0f} expected per epoch, max factor {float(factors.max()):.2f}"
         )
+    groups, seed = _groups_and_seed(dataset, aspect_ratio_grouping, seed)
+    plan = IndexedBatchPlan(
+        repeat_factors=factors, groups=groups, total_batch_size=total_batch_size, seed=seed
+    )
+    return ResumableTrainLoader(dataset=dataset, mapper=mapper, plan=plan, num_workers=num_workers)
+
+
+def build_class_balanced_train_loader(
+    *,
+    dataset: list[dict],
+    mapper,
+    total_batch_size: int,
+    seed: int | None = None,
+    num_workers: int = 0,
+    aspect_ratio_grouping: bool = True,
+) -> ResumableTrainLoader:
+    """Class-balanced sampling (:class:`ClassBalancedBatchPlan`) with batches indexed by iteration,
+    for the second stage of the decoupled methods (cRT, BAGS). Arguments as
+    :func:`build_rfs_train_loader`."""
+    image_classes = [[a["category_id"] for a in d.get("annotations", [])] for d in dataset]
+    groups, seed = _groups_and_seed(dataset, aspect_ratio_grouping, seed)
+    plan = ClassBalancedBatchPlan(
+        image_classes=image_classes, groups=groups, total_batch_size=total_batch_size, seed=seed
+    )
+    logger.info(
+        f"Class-balanced sampling: {len(dataset)} images per epoch, {len(plan.classes)} classes"
+    )
+    return ResumableTrainLoader(dataset=dataset, mapper=mapper, plan=plan, num_workers=num_workers)
+
+
+def _groups_and_seed(dataset, aspect_ratio_grouping: bool, seed):
     if aspect_ratio_grouping:
         groups = np.array([int(d["height"] > d["width"]) for d in dataset])
     else:
@@ -296,10 +397,7 @@ def build_rfs_train_loader(
     if seed is None:
         seed = comm.shared_random_seed()
         logger.warning(f"No data seed given: drew {seed}; resuming this run will not be exact.")
-    plan = IndexedBatchPlan(
-        repeat_factors=factors, groups=groups, total_batch_size=total_batch_size, seed=seed
-    )
-    return ResumableTrainLoader(dataset=dataset, mapper=mapper, plan=plan, num_workers=num_workers)
+    return groups, seed
 
 
 class RobustDatasetMapper(DatasetMapper):
