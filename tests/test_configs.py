@@ -11,7 +11,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import transforms as T
 from detectron2.utils.events import EventStorage
 
-from efl_d2.data import OpenCVResizeShortestEdge
+from efl_d2.data import OpenCVResizeShortestEdge, build_class_balanced_train_loader
 from efl_d2.engine import apply_overrides_strict
 from efl_d2.model_zoo.paper_rows import PAPER_ROWS
 from efl_d2.modeling import ATSS
@@ -48,6 +48,7 @@ def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
             "train.device=cpu",
         ],
     )
+    _fit_class_statistics(cfg, rel_path)
     torch.manual_seed(0)
     model = instantiate(cfg.model).train()
     cfg.optimizer.params.model = model
@@ -61,6 +62,25 @@ def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
     total.backward()
     optimizer.step()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _fit_class_statistics(cfg, rel_path):
+    """Losses built from dataset statistics need them for the model's classes: mini-LVIS configs
+    get the session's small mini-LVIS (10 classes); LVIS's BAGS, whose instance counts need the
+    LVIS json (not here), groups by Detectron2's LVIS v1 image counts instead."""
+    m = cfg.model
+    predictor = m.roi_heads.box_predictor if "roi_heads" in m else None
+    if rel_path.startswith("mini_lvis/"):
+        if predictor is not None:
+            m.roi_heads.num_classes = 10
+        else:
+            m.num_classes = 10
+    elif predictor is not None and predictor.cls_loss and "instance_counts" in predictor.cls_loss:
+        from detectron2.data.datasets.lvis_v1_category_image_count import (
+            LVIS_CATEGORY_IMAGE_COUNT,
+        )
+
+        predictor.cls_loss.instance_counts = [c["image_count"] for c in LVIS_CATEGORY_IMAGE_COUNT]
 
 
 def test_every_lvis_config_has_the_papers_common_settings():
@@ -78,10 +98,19 @@ def test_every_lvis_config_has_the_papers_common_settings():
         )
         assert dets == 300, p
         assert cfg.dataloader.evaluator.max_dets_per_image == 300, p
-        assert cfg.dataloader.train.repeat_thresh == 0.001, p
         assert cfg.dataloader.train.dataset.names == "lvis_v1_train", p
         assert cfg.dataloader.test.dataset.names == "lvis_v1_val", p
         assert cfg.dataloader.train.total_batch_size == 16 and cfg.optimizer.lr == 0.02, p
+        if cfg.train.retrain_only:  # decoupled: + 1x with CBS from the first stage's model
+            assert cfg.dataloader.train._target_ is build_class_balanced_train_loader, p
+            assert cfg.train.retrain_only == ["roi_heads.box_predictor.cls_score"], p
+            assert cfg.train.max_iter == 90000, p
+            assert cfg.lr_multiplier.scheduler.milestones == [60000, 80000, 90000], p
+            depth = m.backbone.bottom_up.stages.depth
+            first = f"./output/faster_rcnn_R{depth}_2x/model_final.pth"
+            assert cfg.train.init_checkpoint == first, p
+            continue
+        assert cfg.dataloader.train.repeat_thresh == 0.001, p
         assert cfg.train.max_iter == 180000, p
         assert cfg.lr_multiplier.scheduler.milestones == [120000, 160000, 180000], p
         assert cfg.train.init_checkpoint.startswith("detectron2://ImageNetPretrained/"), p
@@ -114,12 +143,15 @@ def test_row_config_matches_the_rows_meaning(row):
     warmup_iters = round(cfg.lr_multiplier.warmup_length * cfg.train.max_iter)
     depth = m.backbone.bottom_up.stages.depth
     assert depth == (101 if "R-101" in label else 50)
-    assert cfg.train.init_checkpoint.endswith(f"R-{depth}.pkl")
+    if not cfg.train.retrain_only:  # decoupled rows start from the first stage (below)
+        assert cfg.train.init_checkpoint.endswith(f"R-{depth}.pkl")
     two_stage = {
         "Faster R-CNN": None,
         "EQL": "EQLLoss",
         "EQLv2": "EQLv2Loss",
         "Seesaw Loss": "SeesawLoss",
+        "cRT": None,
+        "BAGS": "BalancedGroupSoftmaxLoss",
     }
     method = label.removeprefix("R-50 ").removeprefix("R-101 ")
     if method in two_stage:
@@ -134,13 +166,16 @@ def test_row_config_matches_the_rows_meaning(row):
         if method == "EQLv2":
             assert (loss.gamma, loss.mu, loss.alpha) == (12.0, 0.8, 4.0)
         if method == "Seesaw Loss":
-            assert (loss.p, loss.q, loss.eps, predictor.cosine_temperature) == (
-                0.8,
-                2.0,
-                0.01,
-                20.0,
-            )
+            seesaw = (loss.p, loss.q, loss.eps, predictor.cosine_temperature)
+            assert seesaw == (0.8, 2.0, 0.01, 20.0)
+        if method == "BAGS":
+            assert (tuple(loss.bin_edges), loss.others_ratio) == ((10, 100, 1000), 8.0)
+            assert loss.instance_counts.name == "lvis_v1_train"
         assert cfg.train.clip_grad == 0 and warmup_iters == 1000
+        # decoupled (Table 2 "RFS+CBS 24+12"): the classifier alone, from the first stage
+        assert bool(cfg.train.retrain_only) == (method in ("cRT", "BAGS")), label
+        if cfg.train.retrain_only:
+            assert cfg.train.init_checkpoint == f"./output/faster_rcnn_R{depth}_2x/model_final.pth"
         return
     kind, scale = _loss_kind(m.cls_loss)
     detector = m._target_.__name__

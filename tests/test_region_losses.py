@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from efl_d2.losses import EQLv2Loss, SeesawLoss, eqlv2_weights
+from efl_d2.losses import BalancedGroupSoftmaxLoss, EQLv2Loss, SeesawLoss, eqlv2_weights
 
 C = 4
 
@@ -279,3 +279,85 @@ def test_region_losses_reject_bad_input(loss):
         crit(z, torch.tensor([0, 5, 1]))
     with pytest.raises(ValueError, match="integer"):
         crit(z, torch.zeros(3))
+
+
+# --------------------------------------------------------------------------- BAGS
+
+# 6 classes: instance counts put 0, 4 in bin (0, 10); 1 in [10, 100); 2, 5 in [100, 1000); 3 in
+# [1000, inf): groups [0, 4], [1], [2, 5], [3]; logits: [bg, fg] + 3 + 2 + 3 + 2 = 12 = C + 2 + 4
+BAGS_COUNTS = [3, 50, 200, 5000, 9, 999]
+
+
+def bags_reference(z, labels, groups, kept_others):
+    """BAGS in float64 (Li et al. 2020, Eqs. 2-3): per group, softmax cross entropy over
+    [others, its classes] of the in-group RoIs and of ``kept_others[g]`` (row indices), averaged
+    over them; background group over all RoIs."""
+    c = sum(len(m) for m in groups)
+    rows = z.shape[0]
+    terms = []
+    bg = sum(-torch.log_softmax(z[i, :2], 0)[int(labels[i] < c)] for i in range(rows)) / rows
+    terms.append(bg)
+    start = 2
+    for g, members in enumerate(groups):
+        width = 1 + len(members)
+        inside = [i for i in range(rows) if int(labels[i]) in members]
+        if not inside:
+            terms.append(z.new_zeros(()))
+        else:
+            total = z.new_zeros(())
+            for i in inside + list(kept_others[g]):
+                target = 1 + members.index(int(labels[i])) if i in inside else 0
+                total = total - torch.log_softmax(z[i, start : start + width], 0)[target]
+            terms.append(total / (len(inside) + len(kept_others[g])))
+        start += width
+    return terms
+
+
+def test_bags_groups_layout_and_value_with_every_other_kept():
+    crit = BalancedGroupSoftmaxLoss(6, instance_counts=BAGS_COUNTS, others_ratio=1000.0)
+    assert crit.groups == [[0, 4], [1], [2, 5], [3]] and crit.num_logits == 12
+    assert crit.class_column.tolist() == [3, 6, 8, 11, 4, 9]
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(20, 12, generator=g, dtype=torch.float64) * 2
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 6, 6, 2, 3, 3, 6, 0, 6, 5, 6, 6, 1, 6])
+    x = z.clone().requires_grad_(True)
+    out = crit(x, labels)
+    assert list(out) == [f"loss_cls_group{k}" for k in range(5)]
+    group_of = {0: 0, 4: 0, 1: 1, 2: 2, 5: 2, 3: 3}
+    others = [[i for i in range(20) if group_of.get(int(labels[i])) != g] for g in range(4)]
+    ref_z = z.clone().requires_grad_(True)
+    ref = bags_reference(ref_z, labels, crit.groups, others)
+    for got, expected in zip(out.values(), ref):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    sum(out.values()).backward()
+    sum(ref).backward()
+    torch.testing.assert_close(x.grad, ref_z.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_bags_samples_others_at_the_ratio_and_skips_groups_without_roi():
+    crit = BalancedGroupSoftmaxLoss(6, instance_counts=BAGS_COUNTS, others_ratio=2.0)
+    z = torch.randn(30, 12, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([1] + [6] * 29)  # one RoI of class 1 (group 2), the rest background
+    torch.manual_seed(0)
+    out = crit(z, labels)
+    for k in (1, 3, 4):  # no RoI of those groups: no loss, no gradient
+        assert out[f"loss_cls_group{k}"].item() == 0.0
+    out["loss_cls_group2"].backward()
+    rows = (z.grad[:, 5:7].abs().sum(1) > 0).nonzero().squeeze(1).tolist()
+    assert 0 in rows and len(rows) == 1 + 2  # the RoI and int(2.0 * 1) others
+    assert z.grad[:, :5].abs().sum() == 0 and z.grad[:, 7:].abs().sum() == 0
+
+
+def test_bags_scores_are_group_probability_times_foreground():
+    crit = BalancedGroupSoftmaxLoss(6, instance_counts=BAGS_COUNTS)
+    z = torch.randn(4, 12, dtype=torch.float64)
+    probs = crit.probabilities(z)
+    fg = torch.softmax(z[:, :2].float(), 1)
+    torch.testing.assert_close(probs[:, 6], fg[:, 0])
+    group = torch.softmax(z[:, 7:10].float(), 1)  # [others, class 2, class 5]
+    torch.testing.assert_close(probs[:, 2], group[:, 1] * fg[:, 1])
+    torch.testing.assert_close(probs[:, 5], group[:, 2] * fg[:, 1])
+    single = torch.softmax(z[:, 5:7].float(), 1)  # [others, class 1]
+    torch.testing.assert_close(probs[:, 1], single[:, 1] * fg[:, 1])
+    with pytest.raises(ValueError, match="entries"):
+        BalancedGroupSoftmaxLoss(6, instance_counts=[1, 2])

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from _tiny_zoo import run_train_net, single_thread_env
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
@@ -18,8 +19,9 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
+from efl_d2.checkpoint import EFLCheckpointer
 from efl_d2.data import category_image_frequencies
-from efl_d2.engine import apply_overrides_strict
+from efl_d2.engine import apply_overrides_strict, freeze_all_but
 from efl_d2.losses import EQLLoss, EQLv2Loss, SeesawLoss
 from efl_d2.modeling import NormedLinear, PluggableFastRCNNOutputLayers
 
@@ -238,3 +240,87 @@ def test_mini_lvis_two_stage_variant_trains_and_evaluates(name, mini_lvis_root, 
     )
     assert {"AP", "APr", "APc", "APf"} <= set(results["bbox"])
     assert all(math.isfinite(v) for v in results["bbox"].values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("second", ["faster_rcnn_R18_crt.py", "faster_rcnn_R18_bags.py"])
+def test_decoupled_training_runs_both_stages_end_to_end(second, env_with_datasets, tmp_path):
+    """Stage 1 (Faster R-CNN, RFS) then stage 2 (classifier re-initialised and retrained alone,
+    CBS) through tools/train_net.py: everything but the classifier is stage 1's, bit for bit."""
+    tiny = [
+        "model.roi_heads.num_classes=10",
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",
+        "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0",
+        "dataloader.test.num_workers=0",
+        "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
+        "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+        "train.vis_images=0",
+    ]
+    first, out = tmp_path / "first", tmp_path / "second"
+    runs = [
+        ["--config-file", "configs/mini_lvis/faster_rcnn_R18.py", *tiny, "train.max_iter=4",
+         f"train.output_dir={first}"],
+        ["--config-file", f"configs/mini_lvis/{second}", *tiny, "train.max_iter=3",
+         f"train.output_dir={out}", f"train.init_checkpoint={first}/model_final.pth"],
+    ]  # fmt: skip
+    for args in runs:
+        proc = run_train_net(args, single_thread_env(env_with_datasets))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "APr" in proc.stdout + proc.stderr  # evaluated
+    log = proc.stdout + proc.stderr
+    assert "re-initialised for retraining" in log and "Class-balanced sampling" in log
+    a = torch.load(first / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    classifier = "roi_heads.box_predictor.cls_score."
+    assert {k for k in b if not k.startswith(classifier)} <= set(a)
+    for key, value in b.items():
+        if key.startswith(classifier):
+            assert value.shape != a[key].shape or not torch.equal(value, a[key]), key
+        else:
+            assert torch.equal(value, a[key]), key  # frozen, BatchNorm statistics included
+    if second.endswith("bags.py"):
+        assert b[classifier + "weight"].shape[0] > 11  # [bg, fg] + a softmax per group
+
+
+def test_new_run_reinitialises_retrained_modules_and_resume_loads_them(tmp_path):
+    """EFLCheckpointer.reinitialize: a new run does not load the classifier from its init
+    checkpoint (it keeps its constructor's values); a resumed run loads its own whole."""
+    trained = predictor()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    torch.save({"model": trained.state_dict()}, tmp_path / "first.pth")
+    fresh = predictor()
+    init = {k: v.clone() for k, v in fresh.state_dict().items()}
+    frozen = freeze_all_but(fresh, ["cls_score"])
+    assert frozen == ["cls_score.weight", "cls_score.bias"]
+    assert not fresh.bbox_pred.weight.requires_grad and fresh.cls_score.weight.requires_grad
+    (tmp_path / "second").mkdir()
+    ckpt = EFLCheckpointer(fresh, str(tmp_path / "second"))
+    ckpt.reinitialize = ("cls_score",)
+    ckpt.resume_or_load(str(tmp_path / "first.pth"), resume=True)  # nothing to resume: new run
+    state = fresh.state_dict()
+    assert torch.equal(state["cls_score.weight"], init["cls_score.weight"])
+    assert torch.equal(state["bbox_pred.weight"], trained.state_dict()["bbox_pred.weight"])
+    ckpt.save("model_final")
+    resumed = predictor()
+    again = EFLCheckpointer(resumed, str(tmp_path / "second"))
+    again.reinitialize = ("cls_score",)
+    again.resume_or_load(str(tmp_path / "first.pth"), resume=True)
+    assert again.resumed_from and torch.equal(resumed.cls_score.weight, fresh.cls_score.weight)
+    with pytest.raises(ValueError, match="names no parameter"):
+        freeze_all_but(predictor(), ["cls_scores"])
+
+
+def test_freezing_turns_batchnorm_outside_the_retrained_modules_into_frozen_batchnorm():
+    from detectron2.layers import FrozenBatchNorm2d
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Sequential(torch.nn.BatchNorm2d(4)),
+    )
+    freeze_all_but(model, ["2"])
+    assert isinstance(model[1], FrozenBatchNorm2d)
+    assert isinstance(model[2][0], torch.nn.BatchNorm2d)  # inside the retrained module

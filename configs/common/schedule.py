@@ -23,3 +23,5 @@ def multistep_with_warmup(max_iter, steps, warmup_iters=1000, warmup_factor=0.00
 
 
 lr_multiplier_2x = multistep_with_warmup(180000, [120000, 160000])
+# "1x" (90k iterations, steps at 60k and 80k): the decoupled methods' second stage (Table 2).
+lr_multiplier_1x = multistep_with_warmup(90000, [60000, 80000])

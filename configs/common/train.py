@@ -10,5 +10,8 @@ train.update(
     cudnn_benchmark=False,
     eval_period=0,  # 0: evaluate only at the end of training
     vis_images=3,  # test images drawn with predictions | ground truth at the end (0: none)
+    # decoupled training's second stage: the modules re-initialised and retrained, the rest frozen
+    # (e.g. ["roi_heads.box_predictor.cls_score"]; efl_d2/engine/decoupled.py)
+    retrain_only=[],
 )
 train.amp.precision = "float16"  # or "bfloat16"; used when train.amp.enabled

@@ -277,6 +277,10 @@ class EFLCheckpointer(DetectionCheckpointer):
         self._current_file = "checkpoint"
         self._preloaded = None
         self.resumed_from: str | None = None
+        # module prefixes that a new run (not a resumed one) does not load from its init
+        # checkpoint: decoupled training's re-initialised classifier (efl_d2.engine.decoupled)
+        self.reinitialize: tuple[str, ...] = ()
+        self._skipping = False
 
     # -------------------------------------------------------------------- reading
 
@@ -416,7 +420,7 @@ class EFLCheckpointer(DetectionCheckpointer):
         reads (silently starting over would waste the run)."""
         self.resumed_from = None
         if not resume:
-            return self.load(path, checkpointables=[])
+            return self._load_initial(path)
         self._remove_stale_temporaries()
         candidates = self.resume_candidates()
         skipped = []
@@ -441,7 +445,15 @@ class EFLCheckpointer(DetectionCheckpointer):
                 "use another train.output_dir."
             )
         self.logger.info(f"--resume: no checkpoint in {self.save_dir}; starting a new run.")
-        return self.load(path, checkpointables=[])
+        return self._load_initial(path)
+
+    def _load_initial(self, path: str) -> dict:
+        """A new run's weights: the model from ``path`` without the :attr:`reinitialize` modules."""
+        self._skipping = True
+        try:
+            return self.load(path, checkpointables=[])
+        finally:
+            self._skipping = False
 
     def _remove_stale_temporaries(self) -> None:
         if not self.save_to_disk or "://" in self.save_dir or not os.path.isdir(self.save_dir):
@@ -469,6 +481,22 @@ class EFLCheckpointer(DetectionCheckpointer):
     # -------------------------------------------------------------------- matching
 
     def _load_model(self, checkpoint: dict):
+        if self._skipping and self.reinitialize:
+            state = checkpoint["model"]
+            dropped = [
+                k
+                for k in state
+                if any(
+                    k.removeprefix("module.") == p or k.removeprefix("module.").startswith(p + ".")
+                    for p in self.reinitialize
+                )
+            ]
+            for k in dropped:
+                del state[k]
+            self.logger.info(
+                f"Not loaded from {self._current_file} (re-initialised for retraining): "
+                f"{len(dropped)} tensors under {list(self.reinitialize)}"
+            )
         source = checkpoint.get("efl_d2_source")
         model_state = self.model.state_dict()
         if source == "official":

@@ -1,5 +1,6 @@
 """Training engine: the LazyConfig train/eval loop behind tools/train_net.py and its hooks."""
 
+from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 from .lazy_train import (
@@ -30,6 +31,7 @@ __all__ = [
     "do_test",
     "do_train",
     "format_lvis_ap",
+    "freeze_all_but",
     "load_config",
     "main",
     "parse_args",

@@ -29,12 +29,14 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
 from ..visualization import write_summary_picture
+from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 from .preflight import check_run
@@ -195,6 +197,8 @@ def setup(args):
     cfg = load_config(args)
     _resolve_device(cfg)
     default_setup(cfg, args)
+    # efl_d2's own progress lines (sampling, decoupled training, ...) next to detectron2's
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="efl_d2")
     return cfg
 
 
@@ -254,6 +258,9 @@ def _create_ddp(model, cfg):
 def do_train(args, cfg):
     """Train ``cfg.model`` as configured. Returns the results of the last evaluation (or None)."""
     model = instantiate(cfg.model)
+    retrain_only = list(cfg.train.get("retrain_only", None) or [])
+    if retrain_only:  # the second stage of decoupled training
+        freeze_all_but(model, retrain_only)
     logger.info(f"Model:\n{model}")
     model.to(cfg.train.device)
 
@@ -270,6 +277,7 @@ def do_train(args, cfg):
         trainer = SimpleTrainer(model, train_loader, optim)
     # EFLCheckpointer: detectron2 checkpoints, plus torchvision and official EFL files, by content
     checkpointer = EFLCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer.reinitialize = tuple(retrain_only)
 
     last_eval = {}
 

@@ -12,12 +12,14 @@ two-stage detector), called as ``criterion(logits (R, num_logits), gt_classes (R
 
 - :class:`EQLLoss`: EQL (Tan et al. 2020);
 - :class:`EQLv2Loss`: EQLv2 (Tan et al. 2021);
-- :class:`SeesawLoss`: Seesaw loss (Wang et al. 2021).
+- :class:`SeesawLoss`: Seesaw loss (Wang et al. 2021);
+- :class:`BalancedGroupSoftmaxLoss`: BAGS (Li et al. 2020), decoupled training's second stage.
 
 Both conventions are written out in ``region_protocol.py``. The gradient-guided losses share the
 statistics component :class:`GradientStatistics`.
 """
 
+from .bags import BalancedGroupSoftmaxLoss
 from .eql import EQLLoss
 from .eqlv2 import EQLv2Loss, eqlv2_weights
 from .focal_kernel import focal_family_loss
@@ -36,6 +38,7 @@ from .observability import (
 from .seesaw import SeesawLoss
 
 __all__ = [
+    "BalancedGroupSoftmaxLoss",
     "EQLLoss",
     "EQLv2FocalLoss",
     "EQLv2Loss",

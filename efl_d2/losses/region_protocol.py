@@ -17,8 +17,8 @@ Region losses (two-stage detectors: the box classifier of Faster R-CNN,
     scores = cls_loss.probabilities(logits)                               # (R, C + 1)
 
 - logits: ``num_logits`` columns per sampled RoI: C + 1 (the last one background; softmax or
-  sigmoid per column as the loss says: EQLv2), C (sigmoid, no background logit: EQL) or C + 2
-  (Seesaw: C class logits, then 2 objectness logits);
+  sigmoid per column as the loss says: EQLv2), C (sigmoid, no background logit: EQL), C + 2
+  (Seesaw: C class logits, then 2 objectness logits) or C + 2 + G (BAGS: a softmax per group);
 - gt_classes: 0..C-1 foreground, C background (Detectron2's ROI-head labels; no ignored RoIs);
 - normalizer: the number R of sampled RoIs of the call, applied by the loss (each method's
   authors divide by it); a loss returning a dict returns terms that are summed into the total;
