@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
 ALL_CONFIGS = sorted(
     os.path.relpath(p, CONFIGS)
-    for d in ("LVIS", "mini_lvis")
+    for d in ("LVIS", "mini_lvis", "official")
     for p in glob.glob(os.path.join(CONFIGS, d, "*.py"))
 )
 STRIDES = (8, 16, 32, 64, 128)

@@ -25,6 +25,7 @@ from efl_d2.checkpoint import use_official_architecture, use_official_inference
 from efl_d2.data import OpenCVResizeShortestEdge, OpenCVResizeTransform
 from efl_d2.data.transforms import opencv_resized_shape
 from efl_d2.model_zoo.model_zoo import CheckpointEntry, _ModelZooUrls
+from efl_d2.modeling.official import OfficialLastLevelP6P7
 from efl_d2.modeling.united_perception import (
     clip_inclusive_,
     rescale_inclusive,
@@ -220,3 +221,22 @@ def test_trained_official_release_loads_either_class_layout(official_tiny, tmp_p
     catalog[config[: -len(".py")]] = CheckpointEntry(url=files["anchor_major"], source="official")
     right = model_zoo.get(config, trained=True, device="cpu")
     assert torch.equal(right.head.cls_score.weight, source.head.cls_score.weight)
+
+
+def test_official_config_file_is_the_trained_model_zoo_config():
+    """configs/official/ states the official architecture and pipeline as a config diff; it is
+    the config model_zoo.get_config(trained=True) builds for the official release."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    def plain(node):
+        container = OmegaConf.to_container(node, resolve=True)
+        return json.loads(json.dumps(container, default=lambda o: o.__qualname__, sort_keys=True))
+
+    diff = model_zoo.get_config("official/atss_improved_R50_2x_efl.py")
+    trained = model_zoo.get_config("LVIS/atss_improved_R50_2x_efl.py", trained=True)
+    for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
+        assert plain(diff[key]) == plain(trained[key]), key
+    assert diff.model.backbone.top_block._target_ is OfficialLastLevelP6P7
+    assert diff.model.size_divisibility == 64 and diff.model.pixel_divisor == 255.0

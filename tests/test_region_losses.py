@@ -134,6 +134,17 @@ def test_eqlv2_bf16_autocast_statistics_match_fp32():
     torch.testing.assert_close(b.neg_grad, a.neg_grad, rtol=2e-2, atol=1e-3)
 
 
+def test_eqlv2_loss_scaled_backward_gives_identical_statistics():
+    """A GradScaler multiplies the loss before backward: the statistics must not see it."""
+    plain, scaled = EQLv2Loss(C), EQLv2Loss(C)
+    for step in range(3):
+        z, labels = region_batch(step)
+        plain(z.float().requires_grad_(True), labels).backward()
+        (scaled(z.float().requires_grad_(True), labels) * 1024.0).backward()
+    assert torch.equal(plain.pos_grad, scaled.pos_grad)
+    assert torch.equal(plain.neg_grad, scaled.neg_grad)
+
+
 def test_eqlv2_non_finite_step_is_skipped():
     crit = EQLv2Loss(C)
     z, labels = region_batch(0)

@@ -21,6 +21,8 @@ __all__ = [
     "OFFICIAL_PIXEL_STD",
     "OfficialLastLevelP6P7",
     "build_fpn_with_official_top_block",
+    "official_architecture",
+    "official_inference",
     "use_official_architecture",
     "use_official_inference",
 ]
@@ -83,18 +85,28 @@ def build_fpn_with_official_top_block(**fpn_kwargs) -> nn.Module:
 
 
 def use_official_architecture(cfg) -> Any:
-    """Edit a LazyConfig (in place) so its ATSS computes what the official detector computes with
-    the same weights: official P6/P7, torchvision-style RGB normalisation (/255, then ImageNet
-    mean/std, in the official float arithmetic), stride in the 3x3 conv, and RGB images from the
-    data mappers. Anchors (scales [6, 8], offset 0.5), box coder and IoU branch are already
-    efl_d2's improved baseline; :func:`check_official_architecture` verifies.
+    """:func:`official_architecture` on a whole LazyConfig (``cfg.model``, ``cfg.dataloader``).
 
     Returns ``cfg``.
+    """
+    official_architecture(cfg.model, cfg.get("dataloader", None))
+    return cfg
+
+
+def official_architecture(model, dataloader=None) -> Any:
+    """Edit an ATSS model config (and the data mappers of ``dataloader``, if given) in place so
+    that it computes what the official detector computes with the same weights: official P6/P7,
+    torchvision-style RGB normalisation (/255, then ImageNet mean/std, in the official float
+    arithmetic), stride in the 3x3 conv, and RGB images from the data mappers. Anchors (scales
+    [6, 8], offset 0.5), box coder and IoU branch are already efl_d2's improved baseline;
+    :func:`check_official_architecture` verifies. ``configs/official/`` applies it as a config
+    diff.
+
+    Returns ``model``.
     """
     from detectron2.config import LazyCall as L
     from omegaconf import OmegaConf
 
-    model = cfg.model
     backbone = model.backbone
     bottom_up = backbone.bottom_up
     stages = bottom_up.get("stages", None)
@@ -111,18 +123,28 @@ def use_official_architecture(cfg) -> Any:
     model.pixel_divisor = 255.0
     if "input_format" in model:
         model.input_format = "RGB"
-    dataloader = cfg.get("dataloader", None)
     if dataloader is not None:
         for split in ("train", "test"):
             mapper = OmegaConf.select(dataloader, f"{split}.mapper", default=None)
             if mapper is not None and "image_format" in mapper:
                 mapper.image_format = "RGB"
-    return cfg
+    return model
 
 
 def use_official_inference(cfg, *, nms_convention: str = "united_perception_0.1.0") -> Any:
-    """Edit a LazyConfig (in place) so that inference follows the official test pipeline around
-    the network (to be used with :func:`use_official_architecture`):
+    """:func:`official_inference` on a whole LazyConfig (``cfg.model``, ``cfg.dataloader``).
+
+    Returns ``cfg``.
+    """
+    official_inference(cfg.model, cfg.get("dataloader", None), nms_convention=nms_convention)
+    return cfg
+
+
+def official_inference(
+    model, dataloader=None, *, nms_convention: str = "united_perception_0.1.0"
+) -> Any:
+    """Edit an ATSS model config and its ``dataloader`` (in place) so that inference follows the
+    official test pipeline around the network (to be used with :func:`official_architecture`):
 
     - the test mapper's ``ResizeShortestEdge`` becomes
       :class:`~efl_d2.data.transforms.OpenCVResizeShortestEdge` (same sizes: one factor,
@@ -133,18 +155,21 @@ def use_official_inference(cfg, *, nms_convention: str = "united_perception_0.1.
       detectron2's LVISEvaluator writes the official json boxes (width x2 - x1 + 1);
     - NMS as ``nms_convention`` (default: the release's UP 0.1.0 code, no "+1").
 
-    Returns ``cfg``.
+    Returns ``model``.
     """
     from detectron2.data.transforms import ResizeShortestEdge
     from omegaconf import OmegaConf
 
     from ..data.transforms import OpenCVResizeShortestEdge
 
-    model = cfg.model
     model.size_divisibility = 64
     model.test_box_convention = "united_perception"
     model.test_nms_convention = nms_convention
-    augmentations = OmegaConf.select(cfg, "dataloader.test.mapper.augmentations", default=None)
+    augmentations = (
+        OmegaConf.select(dataloader, "test.mapper.augmentations", default=None)
+        if dataloader is not None
+        else None
+    )
     for aug in augmentations or []:
         target = aug.get("_target_")
         # a class in a loaded .py config, its dotted name in a saved .yaml one
@@ -152,4 +177,4 @@ def use_official_inference(cfg, *, nms_convention: str = "united_perception_0.1.
             isinstance(target, str) and target.rsplit(".", 1)[-1] == "ResizeShortestEdge"
         ):
             aug._target_ = OpenCVResizeShortestEdge
-    return cfg
+    return model
