@@ -13,6 +13,7 @@ in class-id order]. Training (RoI label i, background = C):
 
 The per-group terms are returned separately (``loss_cls_group0`` = background group) and summed
 into the total. Test scores: P(class | its group) * P(fg), and P(bg), from the group softmaxes.
+Compared side by side with the authors' code: docs/two_stage_methods.md.
 """
 
 from __future__ import annotations

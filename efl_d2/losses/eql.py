@@ -9,6 +9,7 @@ where f_j is the fraction of training images (with at least one annotation) that
 a foreground RoI does not push down the logits of rare classes other than its own; background RoIs
 get the full loss on every class. LVIS v1: lambda = 0.0011 (v0.5: 0.00177). Test scores: the
 sigmoid of each class (the background score is 0).
+Compared side by side with the authors' code: docs/two_stage_methods.md.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class EQLLoss(nn.Module):
         self.num_classes = int(num_classes)
         self.num_logits = self.num_classes
         self.lambda_ = float(lambda_)
-        self.register_buffer("tail", (freq < self.lambda_).float(), persistent=False)
+        # compared in float32, as the authors' code stores and compares the frequencies
+        tail = freq.float() < torch.tensor(self.lambda_, dtype=torch.float32)
+        self.register_buffer("tail", tail.float(), persistent=False)
 
     def forward(self, logits: torch.Tensor, gt_classes: torch.Tensor) -> torch.Tensor:
         """

@@ -20,8 +20,9 @@ Region losses (two-stage detectors: the box classifier of Faster R-CNN,
   sigmoid per column as the loss says: EQLv2), C (sigmoid, no background logit: EQL), C + 2
   (Seesaw: C class logits, then 2 objectness logits) or C + 2 + G (BAGS: a softmax per group);
 - gt_classes: 0..C-1 foreground, C background (Detectron2's ROI-head labels; no ignored RoIs);
-- normalizer: the number R of sampled RoIs of the call, applied by the loss (each method's
-  authors divide by it); a loss returning a dict returns terms that are summed into the total;
+- normalizer: applied by the loss as its authors do: the number R of sampled RoIs of the call
+  (EQL, EQLv2, Seesaw), or per term the RoIs it uses (BAGS's groups); a loss returning a dict
+  returns terms that are summed into the total;
 - probabilities: the test-time class scores, background last, as Detectron2's
   ``FastRCNNOutputLayers.predict_probs`` returns them.
 

@@ -14,6 +14,7 @@ included) and, for a foreground RoI of class i and any other class j,
 summed over foreground RoIs and divided by R (all sampled RoIs); the objectness term is a 2-way
 softmax cross entropy (target foreground / background), averaged over the R RoIs. Test scores:
 [softmax(class logits) * P(foreground), P(background)].
+Compared side by side with the authors' code: docs/two_stage_methods.md.
 """
 
 from __future__ import annotations
