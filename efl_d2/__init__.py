@@ -18,8 +18,14 @@ ignore_third_party_deprecations()  # before the imports below, which import dete
 
 if os.environ.get(NUMPY_ONLY_ENV) != "1":
     from . import losses, modeling  # noqa: F401  (modeling registers ATSS in META_ARCH_REGISTRY)
-    from .data import patch_lvis_for_numpy2, register_mini_lvis, wrap_builtin_lvis_loaders
+    from .data import (
+        patch_lvis_for_numpy2,
+        register_mini_lvis,
+        register_openimages,
+        wrap_builtin_lvis_loaders,
+    )
 
     patch_lvis_for_numpy2()
     register_mini_lvis()
+    register_openimages()
     wrap_builtin_lvis_loaders()

@@ -154,3 +154,40 @@ def run_train_net(args: list, env: dict, script: str | None = None):
         timeout=600,
         check=False,
     )
+
+
+# Data overrides that fit a mini-LVIS / mini-OpenImages config to the session's small build
+# (96 px, batch 2, no worker processes), for in-process training and evaluation.
+TINY_DATA_OVERRIDES = [
+    "dataloader.train.total_batch_size=2",
+    "dataloader.train.num_workers=0",
+    "dataloader.test.num_workers=0",
+    "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
+    "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+]
+
+
+def train_in_process(cfg, iterations: int, check_batch=None):
+    """Build ``cfg.model`` (seed 0) and train it ``iterations`` steps with the config's optimizer
+    and training loader; returns the model (in training mode). ``check_batch(batch)`` is called
+    on every batch."""
+    from detectron2.config import instantiate
+    from detectron2.utils.events import EventStorage
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    data = iter(instantiate(cfg.dataloader.train))
+    with EventStorage():
+        for _ in range(iterations):
+            batch = next(data)
+            if check_batch is not None:
+                check_batch(batch)
+            losses = model(batch)
+            total = sum(losses.values())
+            assert torch.isfinite(total), losses
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+    return model

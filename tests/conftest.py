@@ -41,3 +41,15 @@ def env_with_datasets(mini_lvis_root) -> dict:
     env = dict(os.environ)
     env.update(DETECTRON2_DATASETS=mini_lvis_root, CUDA_VISIBLE_DEVICES="", PYTHONWARNINGS="ignore")
     return env
+
+
+@pytest.fixture(scope="session")
+def mini_openimages_root(mini_lvis_root) -> str:
+    """mini-OpenImages built from the session's small mini-LVIS; ``mini_openimages_{train,val}``
+    (and the Challenge 2019 names) point at the session's datasets root."""
+    from efl_d2.data import register_openimages
+    from efl_d2.data.mini_openimages import generate_mini_openimages
+
+    out = generate_mini_openimages(mini_lvis_root, lvis_root=mini_lvis_root, seed=0)
+    register_openimages(mini_lvis_root)
+    return out

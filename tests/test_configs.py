@@ -13,14 +13,14 @@ from detectron2.utils.events import EventStorage
 
 from efl_d2.data import OpenCVResizeShortestEdge, build_class_balanced_train_loader
 from efl_d2.engine import apply_overrides_strict
-from efl_d2.model_zoo.paper_rows import PAPER_ROWS
+from efl_d2.model_zoo.paper_rows import OPENIMAGES_ROWS, PAPER_ROWS
 from efl_d2.modeling import ATSS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
 ALL_CONFIGS = sorted(
     os.path.relpath(p, CONFIGS)
-    for d in ("LVIS", "mini_lvis", "official")
+    for d in ("LVIS", "mini_lvis", "official", "OpenImages", "mini_openimages")
     for p in glob.glob(os.path.join(CONFIGS, d, "*.py"))
 )
 STRIDES = (8, 16, 32, 64, 128)
@@ -32,14 +32,16 @@ def load(rel_path):
 
 @pytest.mark.parametrize("rel_path", ALL_CONFIGS)
 @pytest.mark.slow
-def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
+def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root, mini_openimages_root):
     cfg = load(rel_path)
+    openimages = rel_path.startswith(("OpenImages/", "mini_openimages/"))
     augs = cfg.dataloader.train.mapper.augmentations
     resize = next(i for i, a in enumerate(augs) if "short_edge_length" in a)  # after a flip: ATSS
     apply_overrides_strict(
         cfg,
         [
-            "dataloader.train.dataset.names=mini_lvis_v1_train",
+            "dataloader.train.dataset.names="
+            + ("mini_openimages_train" if openimages else "mini_lvis_v1_train"),
             "dataloader.train.total_batch_size=2",
             "dataloader.train.num_workers=0",
             f"dataloader.train.mapper.augmentations.{resize}.short_edge_length=[64]",
@@ -66,15 +68,20 @@ def test_config_builds_and_trains_one_step(rel_path, mini_lvis_root):
 
 def _fit_class_statistics(cfg, rel_path):
     """Losses built from dataset statistics need them for the model's classes: mini-LVIS configs
-    get the session's small mini-LVIS (10 classes); LVIS's BAGS, whose instance counts need the
+    get the session's small mini-LVIS (10 classes), OpenImages ones its mini-OpenImages; LVIS's BAGS, whose instance counts need the
     LVIS json (not here), groups by Detectron2's LVIS v1 image counts instead."""
     m = cfg.model
     predictor = m.roi_heads.box_predictor if "roi_heads" in m else None
-    if rel_path.startswith("mini_lvis/"):
+    if rel_path.startswith(("mini_lvis/", "OpenImages/", "mini_openimages/")):
+        num_classes = 10
+        if "openimages" in rel_path.lower():
+            from detectron2.data import MetadataCatalog
+
+            num_classes = len(MetadataCatalog.get("mini_openimages_train").thing_classes)
         if predictor is not None:
-            m.roi_heads.num_classes = 10
+            m.roi_heads.num_classes = num_classes
         else:
-            m.num_classes = 10
+            m.num_classes = num_classes
     elif predictor is not None and predictor.cls_loss and "instance_counts" in predictor.cls_loss:
         from detectron2.data.datasets.lvis_v1_category_image_count import (
             LVIS_CATEGORY_IMAGE_COUNT,
@@ -258,3 +265,34 @@ def test_configs_readme_table_is_the_catalog():
     for r in PAPER_ROWS:
         assert os.path.isfile(os.path.join(CONFIGS, r.config)), r.config
         assert not math.isnan(r.AP)
+
+
+def test_openimages_rows_are_their_lvis_rows_on_openimages():
+    """Table 7: every row's config, 500 classes, OpenImages data with the random sampler, the
+    LVIS schedule (180k, steps 120k / 160k); configs/README.md lists the same rows."""
+    with open(os.path.join(CONFIGS, "README.md")) as f:
+        text = f.read()
+    listed = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and "OpenImages/" in cells[1]:
+            config = re.search(r"`([^`]+)`", cells[1]).group(1)
+            listed.append((cells[0], config, *map(float, cells[2:])))
+    assert listed == [tuple(r) for r in OPENIMAGES_ROWS]
+    assert {r.config for r in OPENIMAGES_ROWS} == {
+        p for p in ALL_CONFIGS if p.startswith("OpenImages/")
+    }
+    for r in OPENIMAGES_ROWS:
+        cfg = load(r.config)
+        m = cfg.model
+        assert (m.roi_heads.num_classes if "roi_heads" in m else m.num_classes) == 500
+        assert m.backbone.bottom_up.stages.depth == (101 if "R-101" in r.row else 50)
+        assert cfg.dataloader.train.dataset.names == "oid_challenge_2019_train"
+        assert cfg.dataloader.test.dataset.names == "oid_challenge_2019_val"
+        assert cfg.dataloader.train.repeat_thresh is None  # the random sampler
+        assert cfg.train.max_iter == 180000
+        assert cfg.lr_multiplier.scheduler.milestones == [120000, 160000, 180000]
+        assert cfg.dataloader.evaluator._target_.__name__ == "OpenImagesEvaluator"
+        kind = "EFL" if r.row.endswith("EFL") else None
+        if "roi_heads" not in m:
+            assert (m.cls_loss._target_.__name__ == "EqualizedFocalLoss") == (kind == "EFL")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from _tiny_zoo import run_train_net, single_thread_env
+from _tiny_zoo import TINY_DATA_OVERRIDES, run_train_net, single_thread_env, train_in_process
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
@@ -208,27 +208,11 @@ def test_mini_lvis_two_stage_variant_trains_and_evaluates(name, mini_lvis_root, 
         [
             "model.roi_heads.num_classes=10",  # the session's small mini-LVIS
             "model.roi_heads.box_predictor.test_score_thresh=0.0",  # 3 iterations: low scores
-            "dataloader.train.total_batch_size=2",
-            "dataloader.train.num_workers=0",
-            "dataloader.test.num_workers=0",
-            "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-            "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+            *TINY_DATA_OVERRIDES,
             f"+dataloader.evaluator.output_dir={tmp_path}",
         ],
     )
-    torch.manual_seed(0)
-    model = instantiate(cfg.model).train()
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    data = iter(instantiate(cfg.dataloader.train))
-    with EventStorage():
-        for _ in range(3):
-            losses = model(next(data))
-            total = sum(losses.values())
-            assert torch.isfinite(total), losses
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
+    model = train_in_process(cfg, 3)
     loss = model.roi_heads.box_predictor.cls_loss
     if isinstance(loss, EQLv2Loss):
         assert loss.neg_grad.min() > 0  # statistics collected in training

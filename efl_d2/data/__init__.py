@@ -26,6 +26,11 @@ from .datasets import (
     wrap_builtin_lvis_loaders,
 )
 from .lvis_compat import patch_lvis_for_numpy2
+from .openimages import (
+    OpenImagesDatasetMapper,
+    openimages_dataset_dicts,
+    register_openimages,
+)
 from .transforms import OpenCVResizeShortestEdge, OpenCVResizeTransform
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "IndexedBatchPlan",
     "OpenCVResizeShortestEdge",
     "OpenCVResizeTransform",
+    "OpenImagesDatasetMapper",
     "ResumableTrainLoader",
     "RobustDatasetMapper",
     "build_class_balanced_train_loader",
@@ -48,8 +54,10 @@ __all__ = [
     "ensure_mini_lvis",
     "get_lvis_dataset_dicts",
     "lvis_json_metadata",
+    "openimages_dataset_dicts",
     "patch_lvis_for_numpy2",
     "read_json",
     "register_mini_lvis",
+    "register_openimages",
     "wrap_builtin_lvis_loaders",
 ]

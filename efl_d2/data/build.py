@@ -279,7 +279,9 @@ class ResumableTrainLoader:
                 f"total_batch_size ({plan.batch_size}) must be divisible by the number of "
                 f"processes ({self.world_size})"
             )
-        self.dataset = DatasetFromList(dataset, copy=False)
+        # a list is serialised (Detectron2's compact copy); a lazy sequence (OpenImagesImages)
+        # already is compact and builds its items on access
+        self.dataset = DatasetFromList(dataset, copy=False, serialize=isinstance(dataset, list))
         self.mapper = mapper
         self.plan = plan
         self.num_workers = int(num_workers)

@@ -1,9 +1,11 @@
-"""LVIS evaluation.
+"""LVIS and OpenImages evaluation.
 
 - :mod:`.lvis_scoring`: exact, sharded LVIS box scoring (standard, AP-fixed, AP-pool; numpy and
   lvis-api only);
 - :mod:`.evaluator`: Detectron2's ``LVISEvaluator`` scored by it (imported on first use: it needs
   detectron2 and torch, which the scoring processes do without);
+- :mod:`.openimages`: the OpenImages Challenge 2019 metric (exact to the official evaluator), AP1-AP5
+  and its ``OpenImagesEvaluator`` (imported on first use);
 - :mod:`.categories`: frequency groups, per-category AP and the per-category report (standard
   library and numpy only). Drawing lives in :mod:`.plots`, not imported here (it needs
   matplotlib).
@@ -51,6 +53,7 @@ __all__ = [
     "LVISArrays",
     "LVISEvaluator",
     "LVISScores",
+    "OpenImagesEvaluator",
     "category_frequencies",
     "category_records",
     "count_instances",
@@ -72,4 +75,8 @@ def __getattr__(name):
         from .evaluator import LVISEvaluator
 
         return LVISEvaluator
+    if name == "OpenImagesEvaluator":
+        from .openimages import OpenImagesEvaluator
+
+        return OpenImagesEvaluator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,15 +23,17 @@ from .model_zoo import (
     get_config_file,
     list_configs,
 )
-from .paper_rows import PAPER_ROWS, PaperRow
+from .paper_rows import OPENIMAGES_ROWS, PAPER_ROWS, OpenImagesRow, PaperRow
 from .predictor import LazyPredictor, instances_to_records, metadata_from_config
 from .small_models import small_faster_rcnn, small_resnet_fpn
 
 __all__ = [
     "OFFICIAL_EFL_R50_CONFIG",
+    "OPENIMAGES_ROWS",
     "PAPER_ROWS",
     "CheckpointEntry",
     "LazyPredictor",
+    "OpenImagesRow",
     "PaperRow",
     "build_model",
     "configs_root",

@@ -7,7 +7,7 @@ Table 3 WF+FF = Table 4 s=8 = Table 5 STS+IB+IA = Table 6 "Baseline† + EFL").
 
 from typing import NamedTuple
 
-__all__ = ["PAPER_ROWS", "PaperRow"]
+__all__ = ["OPENIMAGES_ROWS", "PAPER_ROWS", "OpenImagesRow", "PaperRow"]
 
 
 class PaperRow(NamedTuple):
@@ -82,3 +82,30 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     _R(6, "Baseline†", _BASE, 25.7, 14.3, 23.8, 32.7),
     _R(6, "Baseline† + EFL", _EFL, 27.5, 20.2, 26.1, 32.4),
 )
+
+
+class OpenImagesRow(NamedTuple):
+    """A row of Table 7 (OpenImages Challenge 2019 val, mAP@0.5 and its five class groups by
+    training instances, AP1 the rarest)."""
+
+    row: str
+    config: str
+    AP: float
+    AP1: float
+    AP2: float
+    AP3: float
+    AP4: float
+    AP5: float
+
+
+_O = OpenImagesRow
+OPENIMAGES_ROWS: tuple[OpenImagesRow, ...] = (
+    _O("R-50 Faster R-CNN", "OpenImages/faster_rcnn_R50_180k.py", 43.1, 26.3, 42.5, 45.2, 48.2, 52.6),
+    _O("R-50 RetinaNet", "OpenImages/retinanet_R50_180k.py", 32.1, 21.0, 34.0, 35.4, 35.6, 34.2),
+    _O("R-50 Baseline†", "OpenImages/atss_improved_R50_180k_focal.py", 43.3, 19.4, 44.3, 49.5, 50.6, 52.2),
+    _O("R-50 EFL", "OpenImages/atss_improved_R50_180k_efl.py", 51.5, 52.8, 52.9, 50.8, 50.2, 50.9),
+    _O("R-101 Faster R-CNN", "OpenImages/faster_rcnn_R101_180k.py", 46.0, 29.2, 45.5, 49.3, 50.9, 54.7),
+    _O("R-101 RetinaNet", "OpenImages/retinanet_R101_180k.py", 35.8, 26.4, 38.9, 38.3, 38.1, 36.8),
+    _O("R-101 Baseline†", "OpenImages/atss_improved_R101_180k_focal.py", 44.7, 19.6, 46.6, 51.1, 52.3, 53.4),
+    _O("R-101 EFL", "OpenImages/atss_improved_R101_180k_efl.py", 52.6, 53.4, 53.8, 51.4, 51.8, 52.3),
+)  # fmt: skip
