@@ -20,7 +20,8 @@ detections are not expanded (the challenge leaves that to the detector: a parent
 on the detections of that class).
 
 AP1-AP5 (EFL paper, Table 7, after EQL / EQLv2): the classes sorted by training instances and cut
-into five equal groups, AP_k the mean AP of group k (AP1 the rarest).
+into five equal groups, AP_k the mean AP of group k (AP1 the rarest). The rules and the
+side-by-side check against the official code: docs/openimages_metric.md.
 """
 
 from __future__ import annotations
