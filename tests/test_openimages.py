@@ -236,6 +236,15 @@ def test_registered_dataset_dicts_are_the_expanded_csv(mini_openimages):
     assert sum(len(d["annotations"]) for d in flat) == len(read_boxes(paths["boxes"], mids).label)
     crowd = openimages_dataset_dicts(mini_openimages, "train", group_of="ignore")
     assert sum(a["iscrowd"] for d in crowd for a in d["annotations"]) == expanded.group_of.sum()
+    # the configs' knobs reach the same data
+    from efl_d2.data.openimages import openimages_images
+
+    knob = openimages_images("mini_openimages_train", expand_hierarchy=False)
+    assert sum(len(d["annotations"]) for d in knob) == len(read_boxes(paths["boxes"], mids).label)
+    train = openimages_images("mini_openimages_train", filter_empty=True)
+    assert 0 < len(train) <= len(dicts) and all(d["annotations"] for d in train)
+    with pytest.raises(ValueError, match="not an OpenImages dataset"):
+        openimages_images("mini_lvis_v1_train")
 
 
 def test_missing_files_are_named(tmp_path):

@@ -432,17 +432,29 @@ class OpenImagesImages(Sequence):
         return view
 
 
-def openimages_images(names: str, filter_empty: bool = False) -> OpenImagesImages:
+def openimages_images(
+    names: str,
+    filter_empty: bool = False,
+    *,
+    expand_hierarchy: bool = True,
+    group_of: str = "box",
+) -> OpenImagesImages:
     """The images of the registered OpenImages dataset ``names`` (one name; the key is called so
-    for the configs' ``dataloader.*.dataset.names``); with ``filter_empty`` only those with a box
-    used for training (Detectron2's ``get_detection_dataset_dicts`` would materialise a dict per
-    image instead)."""
-    from detectron2.data import DatasetCatalog
+    for the configs' ``dataloader.*.dataset.names``), the config's way to a dataset with the
+    training-label knobs of :func:`openimages_dataset_dicts` (``expand_hierarchy``,
+    ``group_of``); with ``filter_empty`` only the images with a box used for training.
+    Detectron2's ``get_detection_dataset_dicts`` would materialise a dict per image instead."""
+    from detectron2.data import MetadataCatalog
 
     from .datasets import check_dataset_names
 
     (name,) = check_dataset_names(names)
-    images = DatasetCatalog.get(name)
+    meta = MetadataCatalog.get(name)
+    if getattr(meta, "evaluator_type", None) != "openimages":
+        raise ValueError(f"{name!r} is not an OpenImages dataset (efl_d2.data.openimages)")
+    images = openimages_dataset_dicts(
+        meta.dataset_root, meta.split, expand_hierarchy=expand_hierarchy, group_of=group_of
+    )
     return images.with_annotations() if filter_empty else images
 
 

@@ -16,7 +16,12 @@ from .lvis_v1 import dataloader as _lvis
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_rfs_train_loader)(
-    dataset=L(openimages_images)(names="oid_challenge_2019_train", filter_empty=True),
+    dataset=L(openimages_images)(
+        names="oid_challenge_2019_train",
+        filter_empty=True,
+        expand_hierarchy=True,  # the challenge's labels: a box of a class is one of its ancestors
+        group_of="box",  # or "ignore": group-of boxes left out of training (iscrowd)
+    ),
     mapper=L(OpenImagesDatasetMapper)(
         is_train=True,
         augmentations=_lvis.train.mapper.augmentations,
