@@ -7,8 +7,9 @@
 
 - :func:`small_resnet_fpn`, :func:`small_faster_rcnn`: a detector config shrunk to a small ResNet
   FPN (CPU configs, tests).
-- :data:`PAPER_ROWS`: every (table, row) of the paper's one-stage experiments with its config and
-  the paper's AP, AP_r, AP_c, AP_f (``configs/README.md`` shows the same table).
+- :data:`PAPER_ROWS`: every (table, row) of the paper's LVIS experiments (Tables 1-6) with its
+  config and the paper's AP, AP_r, AP_c, AP_f; :data:`OPENIMAGES_ROWS`: Table 7 with AP and
+  AP1-AP5 (``configs/README.md`` shows the same tables).
 """
 
 from .model_zoo import (
