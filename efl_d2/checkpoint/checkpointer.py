@@ -115,6 +115,12 @@ def _unreadable(f, e: BaseException) -> CheckpointReadError:
     )
 
 
+def matches_prefix(name: str, prefixes) -> bool:
+    """Whether the parameter / module ``name`` is ``p`` or lies under ``p.`` for a prefix p (the
+    modules of ``EFLCheckpointer.reinitialize`` and of decoupled training's ``retrain_only``)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
 def read_loss_statistics(path: str) -> dict:
     """The per-class statistics (``pos_grad``, ``neg_grad``, ``pos_neg``; float64, CPU) of every
     loss in a checkpoint that keeps them (EFL, EQLv2&Focal), by the loss's module path (e.g.
@@ -484,12 +490,7 @@ class EFLCheckpointer(DetectionCheckpointer):
         if self._skipping and self.reinitialize:
             state = checkpoint["model"]
             dropped = [
-                k
-                for k in state
-                if any(
-                    k.removeprefix("module.") == p or k.removeprefix("module.").startswith(p + ".")
-                    for p in self.reinitialize
-                )
+                k for k in state if matches_prefix(k.removeprefix("module."), self.reinitialize)
             ]
             for k in dropped:
                 del state[k]

@@ -16,14 +16,11 @@ from collections.abc import Sequence
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
+from ..checkpoint.checkpointer import matches_prefix
+
 __all__ = ["freeze_all_but", "matches_prefix"]
 
 logger = logging.getLogger(__name__)
-
-
-def matches_prefix(name: str, prefixes: Sequence[str]) -> bool:
-    """Whether the parameter / module ``name`` is ``p`` or lies under ``p.`` for a prefix p."""
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def freeze_all_but(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
