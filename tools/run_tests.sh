@@ -3,7 +3,7 @@
 # Extra arguments go to pytest, e.g. `tools/run_tests.sh -k losses -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Say up front when the disk cannot hold the run: a fresh .venv takes ~6.5 GB (torch's wheel) and a
+# Say up front when the disk cannot hold the run: a fresh .venv takes 6.2 GB (torch's wheel) and a
 # full run peaks near 1 GB of checkpoints under the temporary folder (deleted when the tests pass).
 free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
 tmp=${TMPDIR:-/tmp}
