@@ -78,11 +78,35 @@ def test_modes_cover_the_study_variants():
     assert {study.VARIANTS[v].scale for v in study.SWEEP} == {0, 2, 4, 8, 12}
     assert set(study.SWEEP) <= set(quick.variants)
     full = study.MODES["full"]
-    assert set(full.variants) == {"focal", "efl"} and full.seeds == 3
+    assert set(full.variants) == {"focal", "efl"} and full.seeds == 6
     # aliases are not trained twice: s = 0 is the focal run, s = 8 the EFL run
     plan = study.make_plan(study.parse_args(["--mode", "quick"]))
     trained = plan.trained_variants()
     assert "efl_s0" not in trained and "efl_s8" not in trained and len(trained) == len(set(trained))
+
+
+def test_sign_flip_p_by_hand():
+    sign_flip_p = _load_study().sign_flip_p
+    # [1, 2, 3]: of the 8 signed sums only +6 and -6 reach |6|
+    assert sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8
+    assert sign_flip_p([-1.0, -2.0, -3.0]) == 2 / 8
+    assert sign_flip_p([2.0, 1.0]) == 2 / 4  # sums 3, 1, -1, -3
+    assert sign_flip_p([1.0, -1.0]) == 1.0  # observed 0: every flip reaches it
+    assert sign_flip_p([3.0, -1.0, 1.0]) == 6 / 8  # |sum| 3: all but the two sums +-1
+    # float sums that equal the observed one only up to rounding still count
+    assert sign_flip_p([0.1, 0.2, 0.3]) == 2 / 8
+    assert sign_flip_p([0.5, 1.5, 2.5, 3.5, 4.5, 5.5]) == 2 / 64  # the floor for 6 seeds
+    for bad in ([], [1.0] * 21):
+        with pytest.raises(ValueError, match="1-20 differences"):
+            sign_flip_p(bad)
+
+
+def test_late_training_loss_is_the_last_third():
+    late = _load_study().late_training_loss
+    rows = [{"iteration": i, "loss_cls": float(i)} for i in range(9)]
+    rows.insert(4, {"iteration": 8, "bbox/AP": 1.0})  # an evaluation row carries no loss
+    assert late(rows, max_iter=9) == (6 + 7 + 8) / 3  # 7, 8 and 9 iterations done > 6
+    assert late(rows[:3], max_iter=9) is None
 
 
 @pytest.mark.slow
@@ -122,6 +146,23 @@ def test_quick_study_pipeline_and_resume(tmp_path, env_with_datasets):
     assert set(summary["variants"]["eqlv2"]["loss_statistics"]) == {"0"}
     assert summary["variants"]["focal"]["loss_statistics"] == {}  # focal keeps no statistics
     assert "| `efl` | 0 |" in md and "| `eqlv2` | 0 |" in md and "| `focal` | 0 |" not in md
+    # Paired by seed against focal: the per-seed differences, and the late training loss read
+    # back from each run's metrics.json.
+    paired = summary["paired"]
+    assert set(paired) == {"efl", "eqlv2"}
+    per_seed = {v: summary["variants"][v]["per_seed"]["0"] for v in ("focal", "efl")}
+    for k in ("AP", "APr", "APc", "APf"):
+        assert paired["efl"][k]["diffs"] == [per_seed["efl"][k] - per_seed["focal"][k]]
+        assert paired["efl"][k]["p_sign_flip"] == 1.0  # one seed: a flip always reaches it
+    late = {}
+    for v in ("focal", "efl"):
+        rows = [json.loads(x) for x in (tmp_path / "runs" / v / "seed0" / "metrics.json").open()]
+        late[v] = [r["loss_cls"] for r in rows if "loss_cls" in r and r["iteration"] == 1]
+        assert len(late[v]) == 1  # 2 iterations: the last row is the last third
+    assert paired["efl"]["train_loss_cls"]["diffs"] == pytest.approx(
+        [late["efl"][0] - late["focal"][0]], rel=1e-12
+    )
+    assert "| `efl` | 1 |" in md and "| variant − focal |" in md
 
     # a second invocation with one more seed for focal: seed 0 is skipped, seed 1 trained
     out = _study(["--variants", "focal", "--seeds", "2"], env_with_datasets, tmp_path)

@@ -10,7 +10,7 @@ study continues where it stopped when the same command is run again.
 Examples (from the repository root):
 
     .venv/bin/python projects/mini_lvis_study/run_study.py --mode quick   # all variants, 1 seed
-    .venv/bin/python projects/mini_lvis_study/run_study.py --mode full    # focal vs EFL, 3 seeds
+    .venv/bin/python projects/mini_lvis_study/run_study.py --mode full    # focal vs EFL, 6 seeds
 
 Each run is a ``tools/train_net.py`` subprocess with 1 torch thread (``--threads``), two of them
 side by side (``--jobs``). A run's result is bit-identical for a fixed thread count (same machine
@@ -20,7 +20,8 @@ Modes (``--seeds``, ``--variants``, ``--max-iter``, ``--image-size`` override th
 
 - ``quick``: every variant (focal, EFL s=8, WF only, FF only, EQLv2&Focal, s in {0,2,4,8,12}),
   1 seed, a short schedule at a small input size.
-- ``full``: focal vs EFL (s = 8), 3 seeds each, a longer schedule at the configs' input size.
+- ``full``: focal vs EFL (s = 8), 6 seeds each, a longer schedule at the configs' input size
+  (6, because the paired sign-flip test cannot give p < 0.25 with 3).
 
 ``efl_s0`` is not trained: with s = 0 EFL is exactly the focal loss (as in the paper's Table 4,
 whose s = 0 row is the baseline), so it reports the ``focal`` runs; ``efl_s8`` is ``efl``.
@@ -104,7 +105,7 @@ MODES = {
         max_iter=200,
         image_size=192,
     ),
-    "full": Mode(variants=("focal", "efl"), seeds=3, max_iter=900, image_size=256),
+    "full": Mode(variants=("focal", "efl"), seeds=6, max_iter=900, image_size=256),
 }
 
 
@@ -262,6 +263,19 @@ def efl_trace(metrics: list[dict]) -> dict:
     return trace if keys else {}
 
 
+def late_training_loss(metrics: list[dict], max_iter: int) -> float | None:
+    """Mean logged ``loss_cls`` over the last third of training (the rows logged after the first
+    lr decay at 2/3; Detectron2 logs each value as the median of its last 20 iterations). Two runs
+    with the same seed train on the same batches, so their difference compares how well each fits
+    them."""
+    values = [
+        m["loss_cls"]
+        for m in metrics
+        if "loss_cls" in m and m["iteration"] + 1 > 2 * max_iter / 3  # iterations done
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def final_loss_buffers(ckpt: str) -> dict:
     """The gradient statistics of the classification loss in ``model_final.pth``, if it keeps
     them (EFL family, EQLv2&Focal): ``pos_neg`` (the g_j the loss uses) and ``grad_ratio``, the
@@ -295,6 +309,9 @@ def train_one(
             )
         # Re-read (cheap): runs finished by an older version of this script gain new fields.
         res["loss_buffers"] = final_loss_buffers(os.path.join(out, "model_final.pth"))
+        res["train_loss_cls"] = late_training_loss(
+            read_metrics(os.path.join(out, "metrics.json")), plan.max_iter
+        )
         say(
             f"[study] {tag} {variant} seed {seed}: finished before, skipped "
             f"(AP {res['metrics']['AP']:.2f}, APr {res['metrics']['APr']:.2f})",
@@ -370,6 +387,7 @@ def train_one(
         },
         "efl_trace": efl_trace(metrics),
         "loss_buffers": final_loss_buffers(os.path.join(out, "model_final.pth")),
+        "train_loss_cls": late_training_loss(metrics, plan.max_iter),
         "wall_s": wall,
         "loadavg_end": _loadavg(),
         "threads": env.get("OMP_NUM_THREADS", "default"),
@@ -442,6 +460,59 @@ def _same_table(previous: dict | None, summary: dict) -> bool:
     )
 
 
+def sign_flip_p(diffs: list[float]) -> float:
+    """Exact two-sided p-value of the paired sign-flip test: the share of the 2^n ways to flip
+    the signs of the n differences whose |mean| is at least the observed one. It assumes nothing
+    about their distribution, and with n seeds it cannot go below 2 / 2^n."""
+    if not 1 <= len(diffs) <= 20:
+        raise ValueError(f"sign_flip_p takes 1-20 differences, got {len(diffs)}")
+    observed = abs(sum(diffs))
+    tol = 1e-9 * max(1.0, observed)  # a flip that reproduces the sum exactly must count
+    n = len(diffs)
+    hits = sum(
+        abs(sum(d if mask >> i & 1 else -d for i, d in enumerate(diffs))) >= observed - tol
+        for mask in range(2**n)
+    )
+    return hits / 2**n
+
+
+PAIRED_KEYS = (*METRICS, "train_loss_cls")
+
+
+def paired_comparison(runs: dict[str, list[dict]], baseline: str = "focal") -> dict:
+    """Every trained variant minus ``baseline``, paired by seed. A seed fixes the initial weights
+    and every batch (the loader is indexed by seed and iteration), so a paired difference is the
+    loss's effect plus the noise of the training trajectory, without the noise of init and data."""
+    if baseline not in runs:
+        return {}
+    base = {r["seed"]: r for r in runs[baseline]}
+    out = {}
+    for variant, rs in runs.items():
+        pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+        if variant == baseline or not pairs:
+            continue
+        entry = {"baseline": baseline, "seeds": [r["seed"] for r, _ in pairs]}
+        for k in PAIRED_KEYS:
+            values = [(_run_value(r, k), _run_value(b, k)) for r, b in pairs]
+            if any(x is None or y is None or math.isnan(x) or math.isnan(y) for x, y in values):
+                continue
+            diffs = [x - y for x, y in values]
+            mean, std = _mean_std(diffs)
+            entry[k] = {
+                "diffs": diffs,
+                "mean": mean,
+                "std": std,
+                "below": sum(d < 0 for d in diffs),
+                "p_sign_flip": sign_flip_p(diffs),
+            }
+        out[variant] = entry
+    return out
+
+
+def _run_value(run: dict, key: str) -> float | None:
+    return run["metrics"][key] if key in METRICS else run.get(key)
+
+
 def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dict) -> dict:
     cats = ds["categories"]
     table = {}
@@ -472,6 +543,7 @@ def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dic
             for r in rs
             if r["loss_buffers"].get("grad_ratio")
         }
+        entry["train_loss_cls"] = {str(r["seed"]): r.get("train_loss_cls") for r in rs}
         entry["wall_s"] = [r["wall_s"] for r in rs]
         entry["median_iter_s"] = [r.get("median_iter_s") for r in rs]
         entry["threads"] = [r.get("threads") for r in rs]
@@ -485,6 +557,7 @@ def aggregate(plan: Plan, ds: dict, runs: dict[str, list[dict]], conditions: dic
         "dataset": {k: ds[k] for k in ("params", "categories")},
         "conditions": conditions,
         "variants": table,
+        "paired": paired_comparison(runs),
     }
 
 
@@ -492,6 +565,14 @@ def _fmt(ms: dict) -> str:
     if ms["mean"] is None or math.isnan(ms["mean"]):
         return "n/a"
     return f"{ms['mean']:.2f}" + (f" ± {ms['std']:.2f}" if ms["std"] is not None else "")
+
+
+def _fmt_paired(d: dict, spec: str) -> str:
+    spread = f" ± {d['std']:{spec}}" if d["std"] is not None else ""
+    return (
+        f"{d['mean']:+{spec}}{spread}; {d['below']}/{len(d['diffs'])} below, "
+        f"p {d['p_sign_flip']:.3g}"
+    )
 
 
 def markdown(summary: dict) -> str:
@@ -527,6 +608,27 @@ def markdown(summary: dict) -> str:
         for v in sweep:
             e = summary["variants"][v]
             lines.append(f"| {e['scale']:g} | " + " | ".join(_fmt(e[k]) for k in METRICS) + " |")
+    paired = summary.get("paired", {})
+    if paired:
+        lines += [
+            "",
+            (
+                "Paired by seed, variant − Baseline† (a seed fixes the initial weights and every "
+                "batch): mean ± sample std of the per-seed differences, how many seeds are below, "
+                "and the exact two-sided sign-flip p-value (with n seeds never below 2/2^n). The "
+                "last column compares the training loss_cls averaged over the last third of "
+                "training (same batches for both):"
+            ),
+            "",
+            "| variant − focal | seeds | AP | APr | APc | APf | train loss_cls |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, e in paired.items():
+            cells = [
+                _fmt_paired(e[k], ".3f" if k == "train_loss_cls" else ".2f") if k in e else "n/a"
+                for k in PAIRED_KEYS
+            ]
+            lines.append(f"| `{name}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
     stats = [
         (name, seed, st)
         for name, e in summary["variants"].items()
