@@ -101,6 +101,32 @@ def test_sign_flip_p_by_hand():
             sign_flip_p(bad)
 
 
+def test_paired_comparison_by_seed():
+    study = _load_study()
+
+    def run(seed, ap, loss=None):
+        metrics = {"AP": ap, "APr": ap / 2, "APc": ap, "APf": float("nan")}
+        return {"seed": seed, "metrics": metrics, "train_loss_cls": loss}
+
+    runs = {
+        "focal": [run(0, 10.0, 0.5), run(1, 12.0, 0.4), run(2, 11.0, 0.3)],
+        "efl": [run(2, 12.5, 0.2), run(0, 9.0, 0.6)],  # seed 1 missing: paired on 0 and 2
+    }
+    paired = study.paired_comparison(runs)
+    assert set(paired) == {"efl"} and paired["efl"]["seeds"] == [2, 0]
+    ap = paired["efl"]["AP"]
+    assert ap["diffs"] == [1.5, -1.0] and ap["mean"] == 0.25 and ap["below"] == 1
+    assert ap["std"] == pytest.approx(math.sqrt(2 * 1.25**2))
+    assert paired["efl"]["APr"]["diffs"] == [0.75, -0.5]
+    assert paired["efl"]["train_loss_cls"]["diffs"] == pytest.approx([-0.1, 0.1])
+    assert "APf" not in paired["efl"]  # NaN metric: not compared
+    # 21 seeds: no exact test, and no crash after the training is done
+    many = {v: [run(s, 10.0 + (v == "efl") * s) for s in range(21)] for v in ("focal", "efl")}
+    big = study.paired_comparison(many)["efl"]
+    assert big["AP"]["p_sign_flip"] is None and "train_loss_cls" not in big
+    assert study.paired_comparison({"efl": runs["efl"]}) == {}  # no baseline trained
+
+
 def test_late_training_loss_is_the_last_third():
     late = _load_study().late_training_loss
     rows = [{"iteration": i, "loss_cls": float(i)} for i in range(9)]

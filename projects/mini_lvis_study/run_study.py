@@ -503,7 +503,8 @@ def paired_comparison(runs: dict[str, list[dict]], baseline: str = "focal") -> d
                 "mean": mean,
                 "std": std,
                 "below": sum(d < 0 for d in diffs),
-                "p_sign_flip": sign_flip_p(diffs),
+                # exact test up to 20 seeds (2^20 flips); beyond, none rather than a crash
+                "p_sign_flip": sign_flip_p(diffs) if len(diffs) <= 20 else None,
             }
         out[variant] = entry
     return out
@@ -569,10 +570,8 @@ def _fmt(ms: dict) -> str:
 
 def _fmt_paired(d: dict, spec: str) -> str:
     spread = f" ± {d['std']:{spec}}" if d["std"] is not None else ""
-    return (
-        f"{d['mean']:+{spec}}{spread}; {d['below']}/{len(d['diffs'])} below, "
-        f"p {d['p_sign_flip']:.3g}"
-    )
+    p = "n/a" if d["p_sign_flip"] is None else f"{d['p_sign_flip']:.3g}"
+    return f"{d['mean']:+{spec}}{spread}; {d['below']}/{len(d['diffs'])} below, p {p}"
 
 
 def markdown(summary: dict) -> str:
