@@ -323,13 +323,20 @@ def test_cli_scores_the_challenge_files(tmp_path):
         [sys.executable, os.path.join(REPO, "tools/evaluate_openimages.py"),
          "--boxes", str(tmp_path / "boxes.csv"), "--labels", str(tmp_path / "labels.csv"),
          "--predictions", str(tmp_path / "pred.csv"), "--classes", str(tmp_path / "classes.csv"),
-         "--hierarchy", str(tmp_path / "hierarchy.json"), "--json", str(tmp_path / "out.json")],
+         "--hierarchy", str(tmp_path / "hierarchy.json"), "--json", str(tmp_path / "out.json"),
+         "--instance-counts-boxes", str(tmp_path / "boxes.csv")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["mAP"] == pytest.approx((2 / 3 + 1 + 0.5) / 3, abs=1e-12)
     assert out["AP"]["/m/cat"] == 0.5
+    # groups by the expanded training boxes: cat 1 < dog 2 < animal 3 (5 groups of 3 classes:
+    # one class each in AP1-AP3, AP4 and AP5 empty)
+    assert [out[f"AP{k}"] for k in (1, 2, 3)] == [
+        out["AP"][m] for m in ("/m/cat", "/m/dog", "/m/animal")
+    ]
+    assert math.isnan(out["AP4"]) and math.isnan(out["AP5"])
     bad = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools/evaluate_openimages.py"),
          "--boxes", str(tmp_path / "missing.csv"), "--labels", str(tmp_path / "labels.csv"),

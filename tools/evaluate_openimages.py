@@ -45,14 +45,11 @@ def main(argv=None) -> dict:
     if missing:
         print("error: missing file(s): " + ", ".join(missing), file=sys.stderr)
         raise SystemExit(2)
-    import numpy as np
-
     from efl_d2._atomic import atomic_write
     from efl_d2.data.openimages import (
-        expand_boxes,
-        read_boxes,
         read_class_descriptions,
         read_hierarchy,
+        training_instance_counts,
     )
     from efl_d2.evaluation.openimages import (
         expand_detections,
@@ -79,10 +76,8 @@ def main(argv=None) -> dict:
     result = score_openimages(gt, dets)
     out = {"mAP": result["mAP"], "AP": {m: float(v) for m, v in zip(mids, result["AP"])}}
     if args.instance_counts_boxes:
-        train = read_boxes(args.instance_counts_boxes, mids)
-        if hierarchy is not None:
-            train = expand_boxes(train, hierarchy.index_lists(mids)[0])
-        groups = instance_count_groups(np.bincount(train.label, minlength=len(mids)))
+        counts = training_instance_counts(args.instance_counts_boxes, mids, hierarchy)
+        groups = instance_count_groups(counts)
         for k, v in enumerate(group_aps(result["AP"], groups)):
             out[f"AP{k + 1}"] = v
     print(f"images {len(gt.image_ids)}  detections {len(dets.label)}  classes {len(mids)}")

@@ -58,7 +58,9 @@ __all__ = [
     "read_class_descriptions",
     "read_hierarchy",
     "read_image_labels",
+    "read_split",
     "register_openimages",
+    "training_instance_counts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -314,6 +316,32 @@ def expand_labels(
     return LabelTable(table.image_ids, image.astype(np.int32), label, positive)
 
 
+def read_split(
+    boxes_csv: str, labels_csv: str, mids: Sequence[str], hierarchy: ClassHierarchy | None = None
+) -> tuple[list[str], BoxTable, LabelTable]:
+    """(ImageIDs, boxes, image-level labels) of one split over one image index (every image with a
+    box or a label), hierarchy-expanded if ``hierarchy`` is given."""
+    ids: dict[str, int] = {}
+    boxes = read_boxes(boxes_csv, mids, ids)
+    labels = read_image_labels(labels_csv, mids, ids)
+    if hierarchy is not None:
+        ancestors, descendants = hierarchy.index_lists(mids)
+        boxes = expand_boxes(boxes, ancestors)
+        labels = expand_labels(labels, ancestors, descendants)
+    return list(ids), boxes, labels
+
+
+def training_instance_counts(
+    boxes_csv: str, mids: Sequence[str], hierarchy: ClassHierarchy | None = None
+) -> list[int]:
+    """Boxes per class index of a box CSV (hierarchy-expanded if ``hierarchy`` is given): the
+    order of the classes behind AP1-AP5."""
+    boxes = read_boxes(boxes_csv, mids)
+    if hierarchy is not None:
+        boxes = expand_boxes(boxes, hierarchy.index_lists(mids)[0])
+    return np.bincount(boxes.label, minlength=len(mids)).tolist()
+
+
 # --------------------------------------------------------------------------- Detectron2 datasets
 
 # name -> (folder under $DETECTRON2_DATASETS, split)
@@ -343,14 +371,9 @@ def openimages_dataset_dicts(
     paths = openimages_paths(root, split)
     check_openimages_files(paths)
     mids, _ = read_class_descriptions(paths["classes"])
-    ids: dict[str, int] = {}
-    boxes = read_boxes(paths["boxes"], mids, ids)
-    labels = read_image_labels(paths["labels"], mids, ids)
-    if expand_hierarchy:
-        ancestors, descendants = read_hierarchy(paths["hierarchy"]).index_lists(mids)
-        boxes = expand_boxes(boxes, ancestors)
-        labels = expand_labels(labels, ancestors, descendants)
-    images = OpenImagesImages(list(ids), paths["images"], boxes, labels, group_of=group_of)
+    hierarchy = read_hierarchy(paths["hierarchy"]) if expand_hierarchy else None
+    image_ids, boxes, labels = read_split(paths["boxes"], paths["labels"], mids, hierarchy)
+    images = OpenImagesImages(image_ids, paths["images"], boxes, labels, group_of=group_of)
     logger.info(
         f"OpenImages {split} ({root}): {len(images)} images, {len(boxes.label)} boxes "
         f"({int(boxes.group_of.sum())} group-of), {len(labels.label)} image-level labels"
@@ -508,9 +531,7 @@ def category_instance_counts_openimages(name: str) -> list[int]:
     paths = openimages_paths(train.dataset_root, train.split)
     check_openimages_files(paths)
     mids, _ = read_class_descriptions(paths["classes"])
-    boxes = read_boxes(paths["boxes"], mids)
-    ancestors, _ = read_hierarchy(paths["hierarchy"]).index_lists(mids)
-    return np.bincount(expand_boxes(boxes, ancestors).label, minlength=len(mids)).tolist()
+    return training_instance_counts(paths["boxes"], mids, read_hierarchy(paths["hierarchy"]))
 
 
 class OpenImagesDatasetMapper(RobustDatasetMapper):

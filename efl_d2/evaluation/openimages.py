@@ -247,16 +247,16 @@ def read_predictions(path: str, mids) -> OpenImagesDetections:
     YMax; normalised coordinates), in file order."""
     import csv
 
+    from ..data.openimages import _columns
+
     index = {m: i for i, m in enumerate(mids)}
     image_ids, label, score, coords = [], [], [], []
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader)
-        names = ("ImageID", "LabelName", "Score", "XMin", "XMax", "YMin", "YMax")
-        missing = [n for n in names if n not in header]
-        if missing:
-            raise ValueError(f"{path}: no column(s) {missing}; header: {header}")
-        ci, cl, cs, x0, x1, y0, y1 = (header.index(n) for n in names)
+        ci, cl, cs, x0, x1, y0, y1 = _columns(
+            header, path, ("ImageID", "LabelName", "Score", "XMin", "XMax", "YMin", "YMax")
+        )
         for row in reader:
             if row[cl] not in index:
                 raise ValueError(f"{path}: LabelName {row[cl]!r} is not a class")
@@ -277,18 +277,12 @@ def ground_truth_from_files(
 ) -> OpenImagesGroundTruth:
     """The (hierarchy-expanded, if ``hierarchy`` is a :class:`ClassHierarchy`) ground truth of
     a box CSV and an image-level label CSV."""
-    from ..data.openimages import expand_boxes, expand_labels, read_boxes, read_image_labels
+    from ..data.openimages import read_split
 
-    ids: dict[str, int] = {}
-    boxes = read_boxes(boxes_csv, mids, ids)
-    labels = read_image_labels(labels_csv, mids, ids)
-    if hierarchy is not None:
-        ancestors, descendants = hierarchy.index_lists(mids)
-        boxes = expand_boxes(boxes, ancestors)
-        labels = expand_labels(labels, ancestors, descendants)
+    image_ids, boxes, labels = read_split(boxes_csv, labels_csv, mids, hierarchy)
     return OpenImagesGroundTruth(
         num_classes=len(mids),
-        image_ids=list(ids),
+        image_ids=image_ids,
         box_image=boxes.image,
         box_label=boxes.label,
         boxes=boxes.boxes,
