@@ -65,18 +65,16 @@ class BalancedGroupSoftmaxLoss(nn.Module):
         # groups (non-empty bins, rarest first) as lists of class ids
         self.groups = [[j for j in range(num_classes) if bins[j] == b] for b in sorted(set(bins))]
         self.num_logits = self.num_classes + 2 + len(self.groups)
-        # column of each class's logit, and of each group's "others" logit
+        # per group the column of its "others" logit; per class its group and its logit's column
         column = torch.empty(num_classes, dtype=torch.long)
+        group_of = torch.full((num_classes + 1,), -1, dtype=torch.long)  # background: -1
         starts = []
         start = 2
-        for members in self.groups:
+        for g, members in enumerate(self.groups):
             starts.append(start)
             column[members] = torch.arange(start + 1, start + 1 + len(members))
-            start += 1 + len(members)
-        group_of = torch.empty(num_classes + 1, dtype=torch.long)
-        for g, members in enumerate(self.groups):
             group_of[members] = g
-        group_of[num_classes] = -1  # background
+            start += 1 + len(members)
         self.register_buffer("class_column", column, persistent=False)
         self.register_buffer("group_of", group_of, persistent=False)
         self.group_starts = starts
