@@ -261,7 +261,7 @@ def read_image_labels(
     detection classes) are skipped."""
     ids = {} if image_ids is None else image_ids
     index = {m: i for i, m in enumerate(mids)}
-    image, label, positive = [], [], []
+    image, label, positive = array("i"), array("i"), array("b")  # typed, as in read_boxes
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -275,9 +275,9 @@ def read_image_labels(
             positive.append(float(row[cc]) == 1.0)
     return LabelTable(
         image_ids=list(ids),
-        image=np.asarray(image, dtype=np.int32),
-        label=np.asarray(label, dtype=np.int32),
-        positive=np.asarray(positive, dtype=bool),
+        image=np.frombuffer(image, dtype=np.int32).copy(),
+        label=np.frombuffer(label, dtype=np.int32).copy(),
+        positive=np.frombuffer(positive, dtype=np.int8).astype(bool),
     )
 
 
