@@ -2,8 +2,8 @@
 # Table 7: the LVIS data block's augmentations and test size, the random sampler (no RFS),
 # hierarchy-expanded training labels, the challenge metric with AP1-AP5 (OpenImagesEvaluator).
 # The images are a lazy sequence over columnar tables (efl_d2.data.openimages.OpenImagesImages:
-# 76 bytes per box, not a dict per box). No aspect-ratio grouping: the release gives no image sizes, and reading 1.7M image headers
-# up front would cost more than grouping saves.
+# 76 bytes per box, not a dict per box). No aspect-ratio grouping: the release gives no image
+# sizes, and reading 1.7M image headers up front would cost more than grouping saves.
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader
 from omegaconf import OmegaConf
