@@ -93,8 +93,10 @@ def test_sign_flip_p_by_hand():
     assert sign_flip_p([2.0, 1.0]) == 2 / 4  # sums 3, 1, -1, -3
     assert sign_flip_p([1.0, -1.0]) == 1.0  # observed 0: every flip reaches it
     assert sign_flip_p([3.0, -1.0, 1.0]) == 6 / 8  # |sum| 3: all but the two sums +-1
-    # float sums that equal the observed one only up to rounding still count
+    # float sums that equal the observed one only up to rounding still count: every signed sum
+    # of [0.2, -0.6, 0.6, -0.3] has |sum| >= 0.1, but two of them come out below it in floats
     assert sign_flip_p([0.1, 0.2, 0.3]) == 2 / 8
+    assert sign_flip_p([0.2, -0.6, 0.6, -0.3]) == 1.0
     assert sign_flip_p([0.5, 1.5, 2.5, 3.5, 4.5, 5.5]) == 2 / 64  # the floor for 6 seeds
     for bad in ([], [1.0] * 21):
         with pytest.raises(ValueError, match="1-20 differences"):
