@@ -125,16 +125,22 @@ def single_thread_env(env=None) -> dict:
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# tools/train_net.py overrides that fit a mini-LVIS config to the session's small mini-LVIS
-# (tests/conftest.py: 10 classes, 96x128 images) on CPU.
-TINY_TRAIN_OVERRIDES = [
-    "model.num_classes=10",
-    "model.head.conv_dims=[64]",  # GroupNorm(32) needs > 1 value per group at P7
+# Data overrides that fit a mini-LVIS / mini-OpenImages config to the session's small build
+# (tests/conftest.py: 96x128 images; batch 2, no worker processes) on CPU.
+TINY_DATA_OVERRIDES = [
     "dataloader.train.total_batch_size=2",
     "dataloader.train.num_workers=0",
     "dataloader.test.num_workers=0",
     "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
     "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+]
+
+# tools/train_net.py overrides that fit a mini-LVIS one-stage config to the session's small
+# mini-LVIS (10 classes).
+TINY_TRAIN_OVERRIDES = [
+    "model.num_classes=10",
+    "model.head.conv_dims=[64]",  # GroupNorm(32) needs > 1 value per group at P7
+    *TINY_DATA_OVERRIDES,
 ]
 
 
@@ -154,17 +160,6 @@ def run_train_net(args: list, env: dict, script: str | None = None):
         timeout=600,
         check=False,
     )
-
-
-# Data overrides that fit a mini-LVIS / mini-OpenImages config to the session's small build
-# (96 px, batch 2, no worker processes), for in-process training and evaluation.
-TINY_DATA_OVERRIDES = [
-    "dataloader.train.total_batch_size=2",
-    "dataloader.train.num_workers=0",
-    "dataloader.test.num_workers=0",
-    "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-    "dataloader.test.mapper.augmentations.0.short_edge_length=96",
-]
 
 
 def train_in_process(cfg, iterations: int, check_batch=None):

@@ -234,11 +234,7 @@ def test_decoupled_training_runs_both_stages_end_to_end(second, env_with_dataset
     tiny = [
         "model.roi_heads.num_classes=10",
         "model.roi_heads.box_predictor.test_score_thresh=0.0",
-        "dataloader.train.total_batch_size=2",
-        "dataloader.train.num_workers=0",
-        "dataloader.test.num_workers=0",
-        "dataloader.train.mapper.augmentations.0.short_edge_length=[96]",
-        "dataloader.test.mapper.augmentations.0.short_edge_length=96",
+        *TINY_DATA_OVERRIDES,
         "train.vis_images=0",
     ]
     first, out = tmp_path / "first", tmp_path / "second"
