@@ -44,16 +44,16 @@ def freeze_all_but(model: nn.Module, prefixes: Sequence[str]) -> list[str]:
                 f"train.retrain_only: {p!r} names no parameter of the model"
                 + (f"; modules there: {near[:8]}" if near else "")
             )
-    trainable = []
+    trainable, values = [], 0
     for name, param in model.named_parameters():
         keep = matches_prefix(name, prefixes)
         param.requires_grad_(keep)
         if keep:
             trainable.append(name)
+            values += param.numel()
     _freeze_batchnorm(model, "", prefixes)
     logger.info(
-        f"Decoupled training: {len(trainable)} parameter tensors train "
-        f"({sum(p.numel() for n, p in model.named_parameters() if n in trainable)} values); "
+        f"Decoupled training: {len(trainable)} parameter tensors train ({values} values); "
         "the rest is frozen"
     )
     return trainable
