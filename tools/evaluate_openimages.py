@@ -31,7 +31,11 @@ def parse_args(argv=None):
     p.add_argument("--classes", required=True, help="class descriptions CSV (no header)")
     p.add_argument("--predictions", required=True, help="predictions CSV")
     p.add_argument("--hierarchy", help="class hierarchy JSON: expand the ground truth")
-    p.add_argument("--expand-detections", action="store_true")
+    p.add_argument(
+        "--expand-detections",
+        action="store_true",
+        help="copy each detection to its class's ancestors (a leaf-only detector; needs --hierarchy)",
+    )
     p.add_argument("--instance-counts-boxes", help="training box CSV, for AP1-AP5")
     p.add_argument("--json", help="also write the metrics to this file")
     return p.parse_args(argv)
