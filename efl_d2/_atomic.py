@@ -3,7 +3,7 @@
 import os
 from collections.abc import Callable
 
-__all__ = ["TMP_MARK", "atomic_write"]
+__all__ = ["TMP_MARK", "atomic_write", "atomic_write_text"]
 
 #: infix of the temporary file next to the target: ``<path>.tmp-<pid>``
 TMP_MARK = ".tmp-"
@@ -32,3 +32,8 @@ def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """:func:`atomic_write` of ``text`` as UTF-8 (whatever the locale's encoding)."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

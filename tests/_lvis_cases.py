@@ -4,7 +4,8 @@ A case has what makes LVIS scoring subtle: federated negatives and not-exhaustiv
 image, GT ``ignore`` flags, GT areas on the area-range boundaries (1024, 9216 px), detections of
 unverified categories, more detections per image than the limit, exact score ties (scores
 rounded to one decimal), detections that copy a GT box exactly, and crowds of overlapping or
-identical GT boxes of one category.
+identical GT boxes of one category. LVIS records for hand-made cases are built with
+:mod:`efl_d2.evaluation.synthetic_lvis` (``lvis_category``, ``lvis_image``, ``box_annotations``).
 """
 
 import copy
@@ -133,50 +134,6 @@ def lvis_api_eval(gt: dict, results: list, *, max_dets=300, image_ids=None, top_
         ev.params.max_dets = -1  # only names the AR keys "AR@-1", as Dave et al.'s script
     ev.run()
     return ev
-
-
-def box_annotations(boxes) -> list:
-    """LVIS annotations (ids 1..n) of ``(image_id, category_id, [x, y, w, h])`` boxes, each with
-    its box as the segmentation polygon (lvis-api's loaders expect one)."""
-    return [
-        {
-            "id": k + 1,
-            "image_id": im,
-            "category_id": c,
-            "bbox": b,
-            "area": b[2] * b[3],
-            "segmentation": [
-                [b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]
-            ],
-        }
-        for k, (im, c, b) in enumerate(boxes)
-    ]
-
-
-def lvis_category(cat_id: int, frequency: str, image_count: int) -> dict:
-    """An LVIS v1 category record (all the fields lvis-api and the loaders read)."""
-    return {
-        "id": cat_id,
-        "name": f"cat{cat_id}",
-        "synonyms": [f"cat{cat_id}"],
-        "def": "",
-        "synset": f"s.{cat_id}",
-        "frequency": frequency,
-        "image_count": image_count,
-        "instance_count": image_count,
-    }
-
-
-def lvis_image(img_id: int, neg_category_ids=()) -> dict:
-    """A 100x100 LVIS v1 image record, exhaustively annotated."""
-    return {
-        "id": img_id,
-        "width": 100,
-        "height": 100,
-        "coco_url": f"http://x/val2017/{img_id:012d}.jpg",
-        "neg_category_ids": list(neg_category_ids),
-        "not_exhaustive_category_ids": [],
-    }
 
 
 def heavy_imports(statement: str, *, modules=("matplotlib", "torch", "detectron2")) -> list:

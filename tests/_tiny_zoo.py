@@ -144,22 +144,23 @@ TINY_TRAIN_OVERRIDES = [
 ]
 
 
+def run_in_repo(cmd: list, env: dict):
+    """Run ``cmd`` from the repository root (10 minutes at most); returns the
+    ``CompletedProcess`` with text output, whatever the exit status."""
+    import subprocess
+
+    return subprocess.run(
+        cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
 def run_train_net(args: list, env: dict, script: str | None = None):
     """Run ``tools/train_net.py args`` (or ``python -c script args``) in the repository; returns
     the ``CompletedProcess`` with text output."""
-    import subprocess
     import sys
 
     cmd = [sys.executable, "-c", script] if script else [sys.executable, "tools/train_net.py"]
-    return subprocess.run(
-        cmd + list(args),
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    return run_in_repo(cmd + list(args), env)
 
 
 def train_in_process(cfg, iterations: int, check_batch=None):

@@ -1,5 +1,6 @@
-"""Paper Fig. 2 / Fig. 4 tools and the per-category LVIS AP: plotted values vs numbers computed
-independently here (through the detector's own training-step labelling, or by hand)."""
+"""Paper Fig. 2 / Fig. 4 (efl_d2.analysis and its tools): plotted values vs numbers computed
+independently here (through the detector's own training-step labelling, or by hand). Per-category
+AP is tested with the evaluation (test_evaluation_categories.py)."""
 
 import json
 from collections import Counter
@@ -7,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from _lvis_cases import box_annotations, lvis_category, lvis_image
 from _tiny_zoo import one_torch_thread, randomize_, run_tool, write_tiny_config
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
@@ -197,53 +197,6 @@ def test_fig4_tool_side_by_side(mini_lvis_root, tmp_path):
     with open(js) as f:
         saved = json.load(f)
     assert set(saved["panels"]) == {"focal", "EFL"} and saved["order"] == expected_order
-
-
-# --------------------------------------------------------------------------- per-category AP
-
-
-def _lvis_gt(path):
-    """3 images; categories 1 (r), 2 (c), 3 (f) with one box each in image 1, category 3 also in
-    image 2; category 4 (f) has no box (AP undefined)."""
-    cats = [
-        lvis_category(i, f, ic)
-        for i, f, ic in ((1, "r", 3), (2, "c", 50), (3, "f", 200), (4, "f", 300))
-    ]
-    images = [lvis_image(i, neg_category_ids=[4]) for i in (1, 2, 3)]
-    boxes = [
-        (1, 1, [10, 10, 20, 20]),
-        (1, 2, [50, 50, 20, 20]),
-        (1, 3, [10, 60, 30, 30]),
-        (2, 3, [40, 40, 20, 20]),
-    ]
-    anns = box_annotations(boxes)
-    with open(path, "w") as f:
-        json.dump({"images": images, "annotations": anns, "categories": cats}, f)
-    return path
-
-
-def test_per_category_ap_hand_computed(tmp_path):
-    gt = _lvis_gt(str(tmp_path / "gt.json"))
-    results = [
-        # cat 1: exact box -> AP 1
-        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
-        # cat 2: IoU(box 20x20 shifted by 3 px) = 340/460 = 0.739 -> hit at IoU thresholds
-        # 0.50..0.70 (5 of 10) -> AP 0.5
-        {"image_id": 1, "category_id": 2, "bbox": [53, 50, 20, 20], "score": 0.8},
-        # cat 3: one of two boxes found, ranked first -> precision 1 up to recall 0.5 -> AP
-        # = 51/101 at every threshold (101-point interpolation, recall 0..0.5)
-        {"image_id": 1, "category_id": 3, "bbox": [10, 60, 30, 30], "score": 0.7},
-    ]
-    summary, table = analysis.evaluate_lvis(gt, results)
-    assert table["category_id"] == [1, 2, 3, 4]
-    assert table["frequency"] == ["r", "c", "f", "f"]
-    np.testing.assert_allclose(table["ap"][:3], [1.0, 0.5, 51 / 101], atol=1e-9)
-    assert np.isnan(table["ap"][3])
-    # the group means of the per-category AP are LVIS's own AP_r / AP_c / AP_f
-    for g, expected in (("r", 100.0), ("c", 50.0), ("f", 100 * 51 / 101)):
-        assert summary[f"AP{g}"] == pytest.approx(expected)
-        assert summary[f"AP{g}_percat"] == pytest.approx(expected)
-    assert summary["AP"] == pytest.approx(100 * (1.0 + 0.5 + 51 / 101) / 3)
 
 
 def test_class_count_mismatch_is_a_clear_error(mini_lvis_root, tmp_path):

@@ -139,10 +139,10 @@ def test_anchor_center_must_be_inside_gt_by_more_than_0_01(center_x, positive):
         (15.5 - 2.0**-6, True),
     ],
 )
-def test_united_perception_center_inside_is_half_a_pixel_stricter(center_x, positive):
+def test_official_center_inside_is_half_a_pixel_stricter(center_x, positive):
     # The official code measures in inclusive pixels: anchor centre cx - 0.5, GT x2 = 16 - 1.
     anchors, gt = _edge_case(center_x)
-    official = ATSSMatcher(topk=9, center_convention="united_perception")(anchors, gt)[1]
+    official = ATSSMatcher(topk=9, center_convention="official")(anchors, gt)[1]
     assert official.tolist() == [int(positive), 0, 0, 0]
     assert ATSSMatcher(topk=9)(anchors, gt)[1].tolist() == [1, 0, 0, 0]
 

@@ -1,5 +1,6 @@
-"""tools/benchmark_lvis_eval.py: the synthetic LVIS v1 val generator's invariants (not timings),
-and the table at a tiny scale (metric difference 0 against detectron2's LVIS scoring)."""
+"""tools/benchmark_lvis_eval.py: its synthetic LVIS v1 val generator's invariants
+(efl_d2.evaluation.synthetic_lvis; not timings), and the table at a tiny scale (metric difference 0
+against detectron2's LVIS scoring)."""
 
 import collections
 import json
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 from _tiny_zoo import run_tool
 
+from efl_d2.evaluation import synthetic_lvis
+
 TOOL = run_tool("benchmark_lvis_eval")
 REPO = os.path.join(os.path.dirname(__file__), "..")
 NUM_IMAGES = 30
@@ -18,13 +21,13 @@ NUM_IMAGES = 30
 
 @pytest.fixture(scope="module")
 def tiny():
-    gt, dets = TOOL.generate(seed=0, num_images=NUM_IMAGES, dets_per_image=300)
+    gt, dets = synthetic_lvis.generate(seed=0, num_images=NUM_IMAGES, dets_per_image=300)
     return gt, list(dets)
 
 
 @pytest.fixture(scope="module")
 def categories():
-    return TOOL.lvis_v1_categories()
+    return synthetic_lvis.lvis_v1_categories()
 
 
 def test_categories_are_lvis_v1(categories):
@@ -34,10 +37,11 @@ def test_categories_are_lvis_v1(categories):
 
 
 def test_full_scale_rule(categories):
-    layout = TOOL.full_layout(seed=0, categories=categories)
+    layout = synthetic_lvis.full_layout(seed=0, categories=categories)
     train = np.array([c["image_count"] for c in categories])
     expected = np.ceil(train / 5).astype(int)
-    np.testing.assert_array_equal(TOOL.val_image_counts(train_image_counts=train), expected)
+    counts = synthetic_lvis.val_image_counts(train_image_counts=train)
+    np.testing.assert_array_equal(counts, expected)
     assert len(layout.image_ids) == len(set(layout.image_ids.tolist())) == 19_809
     np.testing.assert_array_equal(np.bincount(layout.pair_cat, minlength=1204)[1:], expected)
     pairs = set(zip(layout.pair_image.tolist(), layout.pair_cat.tolist()))
@@ -82,7 +86,7 @@ def test_federated_labels(tiny):
 
 def test_category_image_counts_follow_the_rule(tiny, categories):
     gt, _ = tiny
-    layout = TOOL.full_layout(seed=0, categories=categories)
+    layout = synthetic_lvis.full_layout(seed=0, categories=categories)
     in_prefix = layout.pair_image < NUM_IMAGES
     expected = collections.Counter(layout.pair_cat[in_prefix].tolist())
     pairs = {(a["image_id"], a["category_id"]) for a in gt["annotations"]}
@@ -120,14 +124,14 @@ def test_detections(tiny):
 
 def test_deterministic_and_prefix_consistent(tiny):
     gt, dets = tiny
-    gt2, dets2 = TOOL.generate(seed=0, num_images=NUM_IMAGES, dets_per_image=300)
+    gt2, dets2 = synthetic_lvis.generate(seed=0, num_images=NUM_IMAGES, dets_per_image=300)
     assert gt2 == gt and list(dets2) == dets
-    small, small_dets = TOOL.generate(seed=0, num_images=12, dets_per_image=300)
+    small, small_dets = synthetic_lvis.generate(seed=0, num_images=12, dets_per_image=300)
     assert small["images"] == gt["images"][:12]
     assert small["annotations"] == [a for a in gt["annotations"] if a["image_id"] in
                                     {im["id"] for im in small["images"]}]  # fmt: skip
     assert list(small_dets) == dets[:12]
-    other, _ = TOOL.generate(seed=1, num_images=NUM_IMAGES, dets_per_image=300)
+    other, _ = synthetic_lvis.generate(seed=1, num_images=NUM_IMAGES, dets_per_image=300)
     assert other["annotations"] != gt["annotations"]
 
 

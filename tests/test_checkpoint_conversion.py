@@ -29,10 +29,9 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 from torch.nn import functional as F
 
 from efl_d2 import model_zoo
-from efl_d2.checkpoint import (
+from efl_d2.checkpoint import CheckpointMismatchError, EFLCheckpointer
+from efl_d2.official import (
     OFFICIAL_EFL_R50_URL,
-    CheckpointMismatchError,
-    EFLCheckpointer,
     OfficialLastLevelP6P7,
     check_official_architecture,
     use_official_architecture,

@@ -11,10 +11,11 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.data import transforms as T
 from detectron2.utils.events import EventStorage
 
-from efl_d2.data import OpenCVResizeShortestEdge, build_class_balanced_train_loader
+from efl_d2.data import build_class_balanced_train_loader
 from efl_d2.engine import apply_overrides_strict
 from efl_d2.model_zoo.paper_rows import OPENIMAGES_ROWS, PAPER_ROWS
 from efl_d2.modeling import ATSS
+from efl_d2.official import OpenCVResizeShortestEdge
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "configs")
@@ -124,7 +125,7 @@ def test_every_lvis_config_has_the_papers_common_settings():
         if "roi_heads" not in m:
             assert m.test_score_thresh == 0.0 and m.head.prior_prob == 0.001, p
         if m._target_ is ATSS:  # the official conventions that change which anchors are positive
-            assert m.anchor_matcher.center_convention == "united_perception", p
+            assert m.anchor_matcher.center_convention == "official", p
             flip, resize = cfg.dataloader.train.mapper.augmentations
             assert flip._target_ is T.RandomFlip and resize.inclusive_boxes, p
             assert resize._target_ is OpenCVResizeShortestEdge, p
@@ -250,6 +251,45 @@ def test_row_config_matches_the_rows_meaning(row):
         assert kind == ("focal" if "Baseline" in label and "EFL" not in label else "efl")
     if kind == "efl" and row.table != 4:
         assert scale == 8.0
+
+
+def _config_imports(path: str) -> list[str]:
+    """The config files that the LazyConfig file ``path`` imports (relative imports)."""
+    with open(path) as f:
+        text = f.read()
+    out = []
+    for dots, module in re.findall(r"^from (\.+)([\w.]*) import", text, re.MULTILINE):
+        base = os.path.dirname(path)
+        for _ in range(len(dots) - 1):
+            base = os.path.dirname(base)
+        out.append(os.path.join(base, *module.split(".")) + ".py")
+    return out
+
+
+def _ancestors(rel_path: str) -> dict[str, int]:
+    """Every config file that ``rel_path`` imports, directly or not, with its import depth."""
+    depth, todo = {}, [(os.path.join(CONFIGS, rel_path), 0)]
+    while todo:
+        path, d = todo.pop()
+        for parent in _config_imports(path):
+            rel = os.path.relpath(parent, CONFIGS)
+            if depth.get(rel, -1) < d + 1:
+                depth[rel] = d + 1
+                todo.append((parent, d + 1))
+    return depth
+
+
+def test_main_row_is_the_root_of_the_atss_rows():
+    """The main row states improved head + EFL + schedule within three imports, none of them
+    another row; Baseline† and the ablations are diffs of it (they import it)."""
+    main = "LVIS/atss_improved_R50_2x_efl.py"
+    ancestors = _ancestors(main)
+    assert max(ancestors.values()) <= 3, ancestors
+    assert all(a.startswith("common/") for a in ancestors), ancestors
+    assert "common/models/atss_improved.py" in ancestors
+    for row in PAPER_ROWS:
+        if os.path.basename(row.config).startswith("atss_") and row.config != main:
+            assert main in _ancestors(row.config), row
 
 
 def test_configs_readme_table_is_the_catalog():

@@ -25,7 +25,7 @@ _REF = re.compile(
     r"(?:[\s,`]*§\s*(\d+(?:\.\d+)*)(?:\s*[-–]\s*(\d+(?:\.\d+)*))?)?"
 )
 _HEADING = re.compile(r"^#{1,6}\s+(\d+(?:\.\d+)*)\.?\s", re.MULTILINE)
-# A README cited with the title of one of its sections in quotes, e.g. README, "Benchmarks".
+# A README cited with the title of one of its sections in quotes, e.g. README, "The two commands".
 _README_SECTION = re.compile(
     r"(?<![\w/.-])((?:[\w.-]+/)*README(?:\.md)?)\b[\s,:`]*(?:section\s+)?"
     r"(?:\"([^\"]+)\"|“([^”]+)”|'(?!s\b)([^'\n]+)')"
@@ -121,19 +121,19 @@ def test_docs_cite_only_existing_documents():
     [
         ("# see docs/official_efl.md §2.3", []),
         ('"""Reference: ``docs/official_checkpoint_format.md`` §1-2."""', []),
-        ("# see efl_d2/modeling/README.md", []),
+        ("# see docs/official_conventions.md", []),
         ("# see official_efl.md §1.2", []),  # resolved in docs/
         ("# see no_such_notes.md §1.4", ["no_such_notes.md"]),
         ("# see docs/official_efl.md §9.9", ["no numbered section 9.9"]),
         ("# see docs/official_efl.md §1.1-7", ["no numbered section 7"]),
         ("# see /elsewhere/official_efl.md", ["/elsewhere/official_efl.md"]),  # absolute
         ("# see https://example.com/README.md", []),  # URLs are not checked
-        ('# see efl_d2/modeling/README.md, "ATSS losses and inference"', []),
-        ("# see efl_d2/modeling/README.md, 'What still differs from the official code'", []),
+        ('# see projects/README.md, "Related tools"', []),
+        ("# see projects/README.md, '`inspect_predictions.ipynb`'", []),
         ('# see README, "Differences from the official implementation"', ["no section titled"]),
         ("# see the README's main command", []),
-        ("# efl_d2/modeling/README.md, section 'What still\n# differs from the official code'", []),
-        ("# efl_d2/modeling/README.md \"Conventions: the official code's and Detectron2's\"", []),
+        ("# projects/README.md, section 'Related\n# tools'", []),
+        ('# configs/README.md "OpenImages Challenge 2019 (Table 7)"', []),
         ('# configs/README.md, "Notes"', ["no section titled"]),
     ],
 )

@@ -1,5 +1,6 @@
-"""efl_d2.evaluation.categories (frequency groups, per-category AP, report) and .plots: against
-lvis-api's own evaluation, closed-form cases and a round trip of the written files."""
+"""efl_d2.categories (frequency groups, per-category AP), the evaluation's per-category report and
+plots: against lvis-api's own evaluation, closed-form cases and a round trip of the written
+files."""
 
 import ast
 import json
@@ -9,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _lvis_cases import box_annotations, heavy_imports, lvis_category, lvis_image
+from _lvis_cases import heavy_imports
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from efl_d2 import analysis
+from efl_d2 import categories as cat
 from efl_d2.data import mini_lvis, patch_lvis_for_numpy2
-from efl_d2.evaluation import categories as cat
-from efl_d2.evaluation import plots
-from efl_d2.losses import frequency_groups_from_lvis_categories
+from efl_d2.evaluation import lvis_arrays, plots, score_lvis
+from efl_d2.evaluation import per_category_report as report
+from efl_d2.evaluation.synthetic_lvis import box_annotations, lvis_category, lvis_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,12 +95,14 @@ def test_per_category_ap_matches_closed_form_and_lvis_group_means(lvis_run):
     assert {g: s["num_categories"] for g, s in summary.items()} == {"r": 2, "c": 2, "f": 1}
 
 
-def test_analysis_per_category_ap_is_the_shared_one(lvis_run):
-    table = analysis.per_category_ap(lvis_run)
-    rows = _rows(lvis_run)
+def test_per_category_ap_of_efl_d2_scoring_is_lvis_apis(lvis_run):
+    # the evaluator's rows: per_category_ap on efl_d2.evaluation's precision array
+    scores = score_lvis(lvis_arrays(_lvis_gt(), [dict(d) for d in DETECTIONS]))
+    rows = cat.per_category_ap(scores.precision, scores.cat_ids.tolist(), _lvis_gt()["categories"])
+    expected = _rows(lvis_run)
     for key in ("category_id", "name", "frequency", "image_count"):
-        assert table[key] == [r[key] for r in rows]
-    np.testing.assert_array_equal(table["ap"], [r["ap"] for r in rows])
+        assert [r[key] for r in rows] == [r[key] for r in expected]
+    np.testing.assert_array_equal([r["ap"] for r in rows], [r["ap"] for r in expected])
 
 
 def test_per_category_ap_closed_form_array():
@@ -146,10 +149,22 @@ def test_categories_in_sorted_id_order_and_missing_frequency_is_an_error():
         with pytest.raises(ValueError, match=r"2 categories \(ids \[5, 40\]\) have no LVIS"):
             reader(broken)
     with pytest.raises(ValueError, match="no LVIS 'frequency'"):
-        frequency_groups_from_lvis_categories(broken)
-    with pytest.raises(ValueError, match="no LVIS 'frequency'"):
         cat.per_category_ap(np.zeros((1, 1, 5, 1)), [5, 10, 20, 30, 40], broken)
     assert cat.category_frequencies(broken, allow_unknown=True) == ["?", "r", "c", "f", "?"]
+
+
+def test_category_image_counts_and_frequency_order():
+    def ann(c, crowd=0):
+        return {"category_id": c, "iscrowd": crowd}
+
+    dicts = [
+        {"annotations": [ann(0), ann(0), ann(2)]},  # an image counts once per category
+        {"annotations": [ann(2), ann(1, crowd=1)]},  # crowd boxes do not count
+        {},
+    ]
+    counts = cat.category_image_counts(dicts, 4)
+    assert counts.dtype == np.int64 and counts.tolist() == [1, 0, 2, 0]
+    assert cat.frequency_order(counts).tolist() == [2, 0, 1, 3]  # ties: lower index first
 
 
 def test_report_round_trip(tmp_path):
@@ -159,7 +174,7 @@ def test_report_round_trip(tmp_path):
         {"category_id": 7, "name": "plain", "frequency": "f", "image_count": 900, "ap": math.nan},
         {"category_id": 9, "name": "zero", "frequency": "c", "image_count": 12, "ap": 0.0},
     ]  # fmt: skip
-    paths = cat.write_per_category_report(
+    paths = report.write_per_category_report(
         rows, str(tmp_path / "out"), prefix="val", val_instance_counts={3: 5, 9: 1}
     )
     assert paths == {
@@ -174,30 +189,30 @@ def test_report_round_trip(tmp_path):
         nan = [k for k, v in table[0].items() if isinstance(v, float)]
         return [{k: None if k in nan and math.isnan(v) else v for k, v in r.items()} for r in table]
 
-    from_csv = cat.read_per_category_report(paths["csv"])
-    from_json = cat.read_per_category_report(paths["json"])
+    from_csv = report.read_per_category_report(paths["csv"])
+    from_json = report.read_per_category_report(paths["json"])
     assert plain(from_csv) == plain(from_json) == plain(expected)
     assert json.loads((tmp_path / "out" / "val.json").read_text())[1]["ap"] is None
     assert sorted(os.listdir(tmp_path / "out")) == ["val.csv", "val.json"]  # no temp files
 
     # without instance counts: the five columns only
-    cat.write_per_category_report(rows[:1], str(tmp_path / "out"), prefix="short")
-    assert list(cat.read_per_category_report(str(tmp_path / "out" / "short.csv"))[0]) == list(
-        cat.REPORT_COLUMNS
+    report.write_per_category_report(rows[:1], str(tmp_path / "out"), prefix="short")
+    assert list(report.read_per_category_report(str(tmp_path / "out" / "short.csv"))[0]) == list(
+        report.REPORT_COLUMNS
     )
 
 
 def test_report_write_is_atomic(tmp_path, monkeypatch):
     row = {"category_id": 1, "name": "a", "frequency": "r", "image_count": 1, "ap": 0.5}
-    paths = cat.write_per_category_report([row], str(tmp_path))
+    paths = report.write_per_category_report([row], str(tmp_path))
     before = {k: Path(p).read_text() for k, p in paths.items()}
 
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cat.os, "replace", fail)
+    monkeypatch.setattr(report.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        cat.write_per_category_report([{**row, "ap": 0.25}], str(tmp_path))
+        report.write_per_category_report([{**row, "ap": 0.25}], str(tmp_path))
     assert {k: Path(p).read_text() for k, p in paths.items()} == before
     assert sorted(os.listdir(tmp_path)) == ["per_category_ap.csv", "per_category_ap.json"]
 
@@ -237,9 +252,9 @@ def test_no_library_module_selects_a_matplotlib_backend():
     assert not offenders
 
 
-def test_categories_module_imports_neither_matplotlib_nor_torch():
-    # as the scoring processes import it (efl_d2 without its registrations)
-    assert heavy_imports("import efl_d2.evaluation.categories") == []
+def test_categories_and_report_import_neither_matplotlib_nor_torch():
+    # as the scoring processes import them (efl_d2 without its registrations)
+    assert heavy_imports("import efl_d2.categories, efl_d2.evaluation.per_category_report") == []
 
 
 def test_lvis_json_metadata_names_the_file_of_a_category_without_frequency(tmp_path):

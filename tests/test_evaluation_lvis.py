@@ -344,14 +344,15 @@ def test_train_net_eval_protocol_switch(tmp_path, env_with_datasets):
 
 def test_scoring_processes_import_neither_torch_nor_detectron2():
     """What a scoring worker imports (efl_d2 with EFL_D2_NUMPY_ONLY=1): numpy and lvis-api."""
-    statement = "import efl_d2.evaluation.lvis_scoring as s; s._lvis_params()"
+    statement = "import efl_d2.evaluation.lvis_scoring as s; s.lvis_params()"
     assert heavy_imports(statement, modules=("torch", "detectron2")) == []
 
 
 def test_evaluator_writes_the_per_category_report_and_group_histograms(tmp_path):
     from detectron2.utils.events import EventStorage
 
-    from efl_d2.evaluation import per_group_summary, read_per_category_report
+    from efl_d2.categories import per_group_summary
+    from efl_d2.evaluation import read_per_category_report
 
     gt, results = make_case(7)
     register_gt(tmp_path, gt, "efl_eval_test_case7")
@@ -377,7 +378,7 @@ def test_evaluator_writes_the_per_category_report_and_group_histograms(tmp_path)
 
 def test_results_json_read_as_arrays_scores_the_same(tmp_path):
     from efl_d2.data.datasets import DatasetFileError
-    from efl_d2.evaluation.lvis_scoring import read_lvis_results
+    from efl_d2.evaluation.lvis_inputs import read_lvis_results
 
     gt, results = make_case(8)
     path = tmp_path / "results.json"

@@ -336,7 +336,7 @@ def test_same_seed_gives_identical_bytes_other_seed_differs(tmp_path):
 
 def test_interrupted_build_leaves_no_dataset_and_keeps_an_old_one(tmp_path, monkeypatch):
     root = tmp_path / "ds"
-    real = mini_lvis._render_image
+    real = mini_lvis.build.render_image
     calls = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -345,7 +345,7 @@ def test_interrupted_build_leaves_no_dataset_and_keeps_an_old_one(tmp_path, monk
             raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of the build
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mini_lvis, "_render_image", dying)
+    monkeypatch.setattr(mini_lvis.build, "render_image", dying)
     with pytest.raises(KeyboardInterrupt):
         generate_mini_lvis(root, **SMALL)
     paths = mini_lvis_paths(root)
@@ -353,14 +353,14 @@ def test_interrupted_build_leaves_no_dataset_and_keeps_an_old_one(tmp_path, monk
     assert not is_complete(root)
     assert not [n for n in os.listdir(root) if n.startswith(".mini_lvis_build_")]
 
-    monkeypatch.setattr(mini_lvis, "_render_image", real)
+    monkeypatch.setattr(mini_lvis.build, "render_image", real)
     generate_mini_lvis(root, **SMALL)
     assert is_complete(root)
     before = {s: _read(paths.json(s)) for s in ("train", "val")}
 
     # A failed rebuild (other seed) leaves the complete old dataset as it was.
     calls["n"] = 0
-    monkeypatch.setattr(mini_lvis, "_render_image", dying)
+    monkeypatch.setattr(mini_lvis.build, "render_image", dying)
     with pytest.raises(KeyboardInterrupt):
         generate_mini_lvis(root, seed=1, **SMALL)
     assert is_complete(root)
@@ -368,7 +368,7 @@ def test_interrupted_build_leaves_no_dataset_and_keeps_an_old_one(tmp_path, monk
 
     # A staging folder left by a killed process is cleaned up by the next build.
     os.makedirs(root / ".mini_lvis_build_killed" / "train2017")
-    monkeypatch.setattr(mini_lvis, "_render_image", real)
+    monkeypatch.setattr(mini_lvis.build, "render_image", real)
     generate_mini_lvis(root, seed=1, **SMALL)
     assert not (root / ".mini_lvis_build_killed").exists()
 

@@ -1,4 +1,5 @@
-"""projects/mini_lvis_study/run_study.py: the study's pipeline on a tiny mini-LVIS, not its numbers.
+"""projects/mini_lvis_study (run_study.py and its study_*.py modules): the study's pipeline on a
+tiny mini-LVIS, not its numbers.
 
 Runs the quick mode's pipeline for 2 iterations per run at 96 px on the session's small mini-LVIS:
 a representative subset of the quick variants (the focal baseline, EFL and EQLv2&Focal, plus the
@@ -6,18 +7,19 @@ s = 0 alias that reuses the focal runs), then checks the tables, the plots and t
 invocation skips the finished runs.
 """
 
-import importlib.util
+import importlib
 import json
 import math
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
+from _tiny_zoo import run_in_repo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "projects", "mini_lvis_study", "run_study.py")
+STUDY_DIR = os.path.join(REPO, "projects", "mini_lvis_study")
+SCRIPT = os.path.join(STUDY_DIR, "run_study.py")
 
 TINY = [
     "--max-iter",
@@ -34,16 +36,15 @@ TINY = [
 ]
 
 
-def _load_study():
-    spec = importlib.util.spec_from_file_location("run_study", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+def _load(module: str):
+    """A module of the study; its folder is on sys.path as when run_study.py runs as a script."""
+    if STUDY_DIR not in sys.path:
+        sys.path.insert(0, STUDY_DIR)
+    return importlib.import_module(module)
 
 
 def _study(args, env, tmp_path):
-    proc = subprocess.run(
+    proc = run_in_repo(
         [
             sys.executable,
             SCRIPT,
@@ -58,12 +59,7 @@ def _study(args, env, tmp_path):
             *args,
             *TINY,
         ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        env,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     # the last line printed: nothing may swallow the progress output (runs end in parallel)
@@ -72,7 +68,7 @@ def _study(args, env, tmp_path):
 
 
 def test_modes_cover_the_study_variants():
-    study = _load_study()
+    study = _load("study_plan")
     quick = study.MODES["quick"]
     assert {"focal", "efl", "efl_wf", "efl_ff", "eqlv2"} <= set(quick.variants)
     assert {study.VARIANTS[v].scale for v in study.SWEEP} == {0, 2, 4, 8, 12}
@@ -80,13 +76,14 @@ def test_modes_cover_the_study_variants():
     full = study.MODES["full"]
     assert set(full.variants) == {"focal", "efl"} and full.seeds == 6
     # aliases are not trained twice: s = 0 is the focal run, s = 8 the EFL run
-    plan = study.make_plan(study.parse_args(["--mode", "quick"]))
+    cli = _load("run_study")
+    plan = cli.make_plan(cli.parse_args(["--mode", "quick"]))
     trained = plan.trained_variants()
     assert "efl_s0" not in trained and "efl_s8" not in trained and len(trained) == len(set(trained))
 
 
 def test_sign_flip_p_by_hand():
-    sign_flip_p = _load_study().sign_flip_p
+    sign_flip_p = _load("study_report").sign_flip_p
     # [1, 2, 3]: of the 8 signed sums only +6 and -6 reach |6|
     assert sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8
     assert sign_flip_p([-1.0, -2.0, -3.0]) == 2 / 8
@@ -104,7 +101,7 @@ def test_sign_flip_p_by_hand():
 
 
 def test_paired_comparison_by_seed():
-    study = _load_study()
+    study = _load("study_report")
 
     def run(seed, ap, loss=None):
         metrics = {"AP": ap, "APr": ap / 2, "APc": ap, "APf": float("nan")}
@@ -130,11 +127,40 @@ def test_paired_comparison_by_seed():
 
 
 def test_late_training_loss_is_the_last_third():
-    late = _load_study().late_training_loss
+    late = _load("study_runs").late_training_loss
     rows = [{"iteration": i, "loss_cls": float(i)} for i in range(9)]
     rows.insert(4, {"iteration": 8, "bbox/AP": 1.0})  # an evaluation row carries no loss
     assert late(rows, max_iter=9) == (6 + 7 + 8) / 3  # 7, 8 and 9 iterations done > 6
     assert late(rows[:3], max_iter=9) is None
+
+
+def test_metrics_tail_reads_whole_lines_only(tmp_path):
+    path = tmp_path / "metrics.json"
+    tail = _load("study_runs").MetricsTail(str(path))
+    assert tail.new_rows() == []  # not written yet
+    path.write_text('{"iteration": 0}\n{"iter')  # the second row is being written
+    assert tail.new_rows() == [{"iteration": 0}]
+    with path.open("a") as f:
+        f.write('ation": 1}\n')
+    assert tail.new_rows() == [{"iteration": 1}] and tail.new_rows() == []
+
+
+def test_per_category_ap_is_read_from_the_evaluators_report(tmp_path):
+    from efl_d2.evaluation import write_per_category_report
+
+    study = _load("study_runs")
+    ds = {"categories": [{"id": 3}, {"id": 5}]}
+    with pytest.raises(RuntimeError, match="per_category_ap_bbox.json is missing"):
+        study.per_category_ap(str(tmp_path), ds, box_ap=1.0)
+    # no detections: the evaluator writes no report, and every AP is undefined
+    assert all(math.isnan(v) for v in study.per_category_ap(str(tmp_path), ds, math.nan).values())
+    rows = [
+        {"category_id": c, "name": str(c), "frequency": "r", "image_count": 1, "ap": ap}
+        for c, ap in ((3, 0.25), (5, math.nan))
+    ]
+    write_per_category_report(rows, str(tmp_path / "inference"), prefix="per_category_ap_bbox")
+    got = study.per_category_ap(str(tmp_path), ds, box_ap=1.0)
+    assert list(got) == ["3", "5"] and got["3"] == 25.0 and math.isnan(got["5"])
 
 
 @pytest.mark.slow

@@ -15,14 +15,15 @@ from detectron2.checkpoint import DetectionCheckpointer
 from omegaconf import OmegaConf
 
 from efl_d2 import model_zoo
-from efl_d2.checkpoint import (
+from efl_d2.checkpoint import CheckpointMismatchError
+from efl_d2.model_zoo.model_zoo import CheckpointEntry, _ModelZooUrls
+from efl_d2.official import (
     OFFICIAL_EFL_R50_URL,
-    CheckpointMismatchError,
+    OfficialATSS,
     OfficialLastLevelP6P7,
+    OpenCVResizeShortestEdge,
     check_official_architecture,
 )
-from efl_d2.data import OpenCVResizeShortestEdge
-from efl_d2.model_zoo.model_zoo import CheckpointEntry, _ModelZooUrls
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -131,8 +132,8 @@ def test_official_catalog_entry_switches_to_the_official_architecture(tiny, monk
     # the official test pipeline around the network
     assert cfg.dataloader.test.mapper.augmentations[0]._target_ is OpenCVResizeShortestEdge
     assert cfg.model.size_divisibility == 64
-    assert cfg.model.test_box_convention == "united_perception"
-    assert cfg.model.test_nms_convention == "united_perception_0.1.0"
+    assert cfg.model._target_ is OfficialATSS
+    assert cfg.model.box_convention == "official" and cfg.model.nms_convention == "official"
     model = model_zoo.build_model(cfg, device="cpu")  # no weights: just the architecture
     assert isinstance(model.backbone.top_block, OfficialLastLevelP6P7)
     assert check_official_architecture(model) == []

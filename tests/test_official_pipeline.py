@@ -1,6 +1,6 @@
-"""The official EFL test pipeline around the network: OpenCV keep-aspect-ratio resize, padding to
-64 and /255 normalisation, United-Perception's NMS, clipping and result boxes, and loading the
-official release in either class layout through model_zoo.get(trained=True).
+"""The official EFL test pipeline around the network (efl_d2.official): OpenCV keep-aspect-ratio
+resize, padding to 64 and /255 normalisation, United-Perception's NMS, clipping and result boxes,
+and loading the official release in either class layout through model_zoo.get(trained=True).
 
 Reference values are worked out by hand in the comments (or come from torchvision's own
 to_tensor/normalize), not from the code under test.
@@ -21,15 +21,18 @@ from detectron2.structures import Boxes, Instances
 from torchvision.transforms import functional as TF
 
 from efl_d2 import model_zoo
-from efl_d2.checkpoint import use_official_architecture, use_official_inference
-from efl_d2.data import OpenCVResizeShortestEdge, OpenCVResizeTransform
-from efl_d2.data.transforms import opencv_resized_shape
 from efl_d2.model_zoo.model_zoo import CheckpointEntry, _ModelZooUrls
-from efl_d2.modeling.official import OfficialLastLevelP6P7
-from efl_d2.modeling.united_perception import (
+from efl_d2.official import (
+    OfficialATSS,
+    OfficialLastLevelP6P7,
+    OpenCVResizeShortestEdge,
+    OpenCVResizeTransform,
     clip_inclusive_,
+    official_nms,
+    opencv_resized_shape,
     rescale_inclusive,
-    united_perception_nms,
+    use_official_architecture,
+    use_official_inference,
 )
 
 pytest.importorskip("cv2")
@@ -169,14 +172,14 @@ def _pair(class_b=0):
 def test_nms_with_and_without_plus_one():
     boxes, scores, classes = _pair()
     # "+1" widths on the inclusive boxes (= Detectron2's IoU): inter 3 x 4 = 12, union 20: 0.6
-    assert united_perception_nms(boxes, scores, classes, 0.5, plus_one=True).tolist() == [0]
+    assert official_nms(boxes, scores, classes, 0.5, plus_one=True).tolist() == [0]
     assert batched_nms(boxes, scores, classes, 0.5).tolist() == [0]
     # UP 0.1.0, no "+1" on the inclusive boxes: inter 2 x 3 = 6, areas 9, union 12: IoU 0.5, not
     # above the threshold, so B survives
-    assert united_perception_nms(boxes, scores, classes, 0.5, plus_one=False).tolist() == [0, 1]
+    assert official_nms(boxes, scores, classes, 0.5, plus_one=False).tolist() == [0, 1]
     boxes, scores, classes = _pair(class_b=7)  # other class: never suppressed
     for plus_one in (True, False):
-        got = united_perception_nms(boxes, scores, classes, 0.5, plus_one=plus_one)
+        got = official_nms(boxes, scores, classes, 0.5, plus_one=plus_one)
         assert got.tolist() == [0, 1]
 
 
@@ -188,7 +191,7 @@ def test_nms_reproduces_the_float32_class_shift():
     scores = torch.tensor([0.9, 0.8])
     for cls, kept in ((0, [0]), (1202, [0, 1])):
         classes = torch.full((2,), cls)
-        assert united_perception_nms(boxes, scores, classes, 0.5, plus_one=False).tolist() == kept
+        assert official_nms(boxes, scores, classes, 0.5, plus_one=False).tolist() == kept
 
 
 # ----------------------------------------------------------------------------- class layouts
@@ -238,5 +241,6 @@ def test_official_config_file_is_the_trained_model_zoo_config():
     trained = model_zoo.get_config("LVIS/atss_improved_R50_2x_efl.py", trained=True)
     for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
         assert plain(diff[key]) == plain(trained[key]), key
+    assert diff.model._target_ is OfficialATSS
     assert diff.model.backbone.top_block._target_ is OfficialLastLevelP6P7
     assert diff.model.size_divisibility == 64 and diff.model.pixel_divisor == 255.0

@@ -166,14 +166,12 @@ def test_label_anchors_positives_are_candidates_labelled_with_their_gt():
     batch = make_batch()
     images = model.preprocess_image(batch)
     features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
-    logits, deltas, _ = model._transpose_dense_predictions(model.head(features), [4, 4, 1])
+    logits, deltas, _ = model.transposed_predictions(model.head(features))
     anchors = model.anchor_generator(features)
     gts = [b["instances"] for b in batch]
     labels, boxes = model.label_anchors(
-        anchors, gts, pred_logits=torch.cat(logits, dim=1), pred_deltas=torch.cat(deltas, dim=1)
+        anchors, gts, torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
     )
-    with pytest.raises(ValueError, match="assigns anchors from the model's predictions"):
-        model.label_anchors(anchors, gts)
     overlaps = pairwise_iou(gts[0].gt_boxes, Boxes.cat(anchors))  # (2, R)
     pos = (labels[0] != 4).nonzero().squeeze(1)
     assert len(pos) > 0 and (labels[1] == 4).all()  # the second image has no GT
@@ -244,9 +242,9 @@ def test_paa_constructor_errors():
         make_paa(topk=0)
 
 
-def test_fig4_scores_work_on_paa_through_the_common_label_anchors_signature():
-    """analysis.mean_scores_per_category calls label_anchors(anchors, gt, pred_logits=,
-    pred_deltas=) on any efl_d2 detector; PAA's positives are those of its own assignment."""
+def test_fig4_scores_of_paa_use_its_own_assignment():
+    """analysis.mean_scores_per_category passes PAA the predictions it assigns from; its
+    positives are those of PAA's own assignment."""
     from efl_d2 import analysis
 
     model = make_paa(num_classes=4)
@@ -254,12 +252,12 @@ def test_fig4_scores_work_on_paa_through_the_common_label_anchors_signature():
     data = analysis.mean_scores_per_category(model, [0, 1], lambda i: batch[i])
     images = model.preprocess_image(batch[:1])
     features = [model.backbone(images.tensor)[f] for f in model.head_in_features]
-    logits, deltas, _ = model._transpose_dense_predictions(model.head(features), [4, 4, 1])
+    logits, deltas, _ = model.transposed_predictions(model.head(features))
     labels = model.label_anchors(
         model.anchor_generator(features),
         [batch[0]["instances"]],
-        pred_logits=torch.cat(logits, dim=1),
-        pred_deltas=torch.cat(deltas, dim=1),
+        torch.cat(logits, dim=1),
+        torch.cat(deltas, dim=1),
     )[0][0]
     fg = labels[(labels >= 0) & (labels < 4)]
     assert data.num_images == 2 and data.pos_count.sum() == len(fg) > 0

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from _lvis_cases import lvis_api_eval
-from _tiny_zoo import TINY_TRAIN_OVERRIDES, run_train_net
-from detectron2.config import LazyConfig
+from _tiny_zoo import TINY_DATA_OVERRIDES, TINY_TRAIN_OVERRIDES, run_train_net
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data.samplers import RepeatFactorTrainingSampler
 
 from efl_d2.engine import GradientClipHook, apply_overrides_strict
 
@@ -95,6 +96,96 @@ def test_unknown_override_key_is_an_error_with_a_suggestion():
         apply_overrides_strict(cfg, ["train.max_itr=10"])
     apply_overrides_strict(cfg, ["train.max_iter=7", "+train.new_key=1"])
     assert cfg.train.max_iter == 7 and cfg.train.new_key == 1
+
+
+def test_a_key_the_config_leaves_to_its_callable_default_is_known():
+    """``dataloader.evaluator.scorer`` and ``dataloader.train.loader`` are arguments of the nodes'
+    callables (LVISEvaluator, build_rfs_train_loader): overriding them is no typo."""
+    cfg = LazyConfig.load(CONFIG)
+    assert "scorer" not in cfg.dataloader.evaluator and "loader" not in cfg.dataloader.train
+    apply_overrides_strict(
+        cfg, ["dataloader.evaluator.scorer=detectron2", "dataloader.train.loader=detectron2"]
+    )
+    assert cfg.dataloader.evaluator.scorer == "detectron2"
+    assert cfg.dataloader.train.loader == "detectron2"
+    with pytest.raises(KeyError, match="scorer"):
+        apply_overrides_strict(cfg, ["dataloader.evaluator.scorr=detectron2"])
+
+
+def test_detectron2_rfs_loader_gets_the_same_repeat_factors(mini_lvis_root, monkeypatch):
+    """``dataloader.train.loader=detectron2``: Detectron2's ``build_detection_train_loader`` with
+    its ``RepeatFactorTrainingSampler``, the factors of the config's threshold, the run's seed."""
+    from efl_d2.data import build
+
+    cfg = apply_overrides_strict(
+        LazyConfig.load(CONFIG),
+        [*TINY_DATA_OVERRIDES, "dataloader.train.loader=detectron2", "+dataloader.train.seed=5"],
+    )
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    assert len(batch) == 2 and all("image" in d and "instances" in d for d in batch)
+
+    calls = []
+    monkeypatch.setattr(build, "build_detection_train_loader", lambda **kw: calls.append(kw))
+    instantiate(cfg.dataloader.train)
+    sampler = calls[0]["sampler"]
+    assert isinstance(sampler, RepeatFactorTrainingSampler) and sampler._seed == 5
+    dicts = instantiate(cfg.dataloader.train.dataset)
+    want = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+        dicts, cfg.dataloader.train.repeat_thresh
+    )
+    assert want.max() > 1  # the threshold repeats some images
+    torch.testing.assert_close(sampler._int_part + sampler._frac_part, want)
+    assert calls[0]["total_batch_size"] == 2 and calls[0]["aspect_ratio_grouping"]
+
+
+@pytest.mark.slow
+def test_train_net_with_detectron2_rfs_loader_and_its_inexact_resume(tmp_path, env_with_datasets):
+    out = tmp_path / "run"
+    args = [
+        "--config-file",
+        CONFIG,
+        *TINY_TRAIN_OVERRIDES,
+        "dataloader.train.loader=detectron2",
+        "train.checkpointer.period=1",
+        "train.vis_images=0",
+        f"train.output_dir={out}",
+    ]
+    log = _run([*args, "train.max_iter=2"], env_with_datasets)
+    assert (out / "model_final.pth").is_file() and "efl_d2 summary" in log
+    assert "not bit-exact" not in log
+    log = _run([*args, "train.max_iter=3", "--resume"], env_with_datasets)
+    assert "Starting training from iteration 2" in log
+    assert "the resume is not bit-exact" in log
+
+
+def _copypaste(log: str) -> list[str]:
+    """detectron2's ``print_csv_format`` lines (task, metric names, values to 4 decimals)."""
+    return [
+        line.split("copypaste:")[1].strip() for line in log.splitlines() if "copypaste:" in line
+    ]
+
+
+@pytest.mark.slow
+def test_detectron2_scorer_from_train_net_gives_efl_d2_scorer_numbers(tmp_path, env_with_datasets):
+    """``dataloader.evaluator.scorer=detectron2`` (Detectron2's own LVIS evaluation) through
+    tools/train_net.py: the same metrics as efl_d2's scorer on the same (seeded) model."""
+    args = ["--config-file", CONFIG, "--eval-only", "--allow-random-weights", *TINY_TRAIN_OVERRIDES]
+    logs = {
+        scorer: _run(
+            [
+                *args,
+                "train.vis_images=0",
+                f"dataloader.evaluator.scorer={scorer}",
+                f"train.output_dir={tmp_path / scorer}",
+            ],
+            env_with_datasets,
+        )
+        for scorer in ("efl_d2", "detectron2")
+    }
+    assert "protocol 'standard'" in logs["efl_d2"]  # efl_d2's scoring ran ...
+    assert "protocol 'standard'" not in logs["detectron2"]  # ... and here Detectron2's instead
+    ours, theirs = _copypaste(logs["efl_d2"]), _copypaste(logs["detectron2"])
+    assert len(ours) == 3 and ours[1].startswith("AP,AP50") and ours == theirs
 
 
 def test_gradient_clip_hook_clips_global_norm():

@@ -264,7 +264,7 @@ def test_decoupled_training_runs_both_stages_end_to_end(second, env_with_dataset
 
 
 def test_new_run_reinitialises_retrained_modules_and_resume_loads_them(tmp_path):
-    """EFLCheckpointer.reinitialize: a new run does not load the classifier from its init
+    """EFLCheckpointer(reinitialize=...): a new run does not load the classifier from its init
     checkpoint (it keeps its constructor's values); a resumed run loads its own whole."""
     trained = predictor()
     with torch.no_grad():
@@ -277,16 +277,14 @@ def test_new_run_reinitialises_retrained_modules_and_resume_loads_them(tmp_path)
     assert frozen == ["cls_score.weight", "cls_score.bias"]
     assert not fresh.bbox_pred.weight.requires_grad and fresh.cls_score.weight.requires_grad
     (tmp_path / "second").mkdir()
-    ckpt = EFLCheckpointer(fresh, str(tmp_path / "second"))
-    ckpt.reinitialize = ("cls_score",)
+    ckpt = EFLCheckpointer(fresh, str(tmp_path / "second"), reinitialize=["cls_score"])
     ckpt.resume_or_load(str(tmp_path / "first.pth"), resume=True)  # nothing to resume: new run
     state = fresh.state_dict()
     assert torch.equal(state["cls_score.weight"], init["cls_score.weight"])
     assert torch.equal(state["bbox_pred.weight"], trained.state_dict()["bbox_pred.weight"])
     ckpt.save("model_final")
     resumed = predictor()
-    again = EFLCheckpointer(resumed, str(tmp_path / "second"))
-    again.reinitialize = ("cls_score",)
+    again = EFLCheckpointer(resumed, str(tmp_path / "second"), reinitialize=["cls_score"])
     again.resume_or_load(str(tmp_path / "first.pth"), resume=True)
     assert again.resumed_from and torch.equal(resumed.cls_score.weight, fresh.cls_score.weight)
     with pytest.raises(ValueError, match="names no parameter"):

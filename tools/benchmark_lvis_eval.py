@@ -15,8 +15,8 @@ step then starts from the ground-truth JSON's path):
 * ``ours``: ``efl_d2.evaluation.evaluate_lvis(gt_json, results, num_workers=N)`` for N = 0
   (in-process) and each value of ``--workers``.
 
-Synthetic data (``--scale 1``: 19,809 images, 244,707 annotations, 300 detections per image =
-5,942,700 detections):
+Synthetic data (:mod:`efl_d2.evaluation.synthetic_lvis`; ``--scale 1``: 19,809 images, 244,707
+annotations, 300 detections per image = 5,942,700 detections):
 
 * the 1203 LVIS v1 categories with their real ``frequency`` (detectron2's ``LVIS_CATEGORIES``) and
   train ``image_count`` (detectron2's ``LVIS_CATEGORY_IMAGE_COUNT``);
@@ -68,15 +68,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
 
-NUM_VAL_IMAGES = 19_809
-NUM_VAL_ANNOTATIONS = 244_707
-TRAIN_TO_VAL_DIVISOR = 5  # val image count of a category = ceil(train image_count / 5)
-MAX_IMAGE_ID = 600_000
-NEG_PER_IMAGE_MEAN = 3.0
-NOT_EXHAUSTIVE_PROB = 0.1
-TIE_FRACTION = 0.1
 GENERATOR_VERSION = 1
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 RESULT_TAG = "BENCH_RESULT "
@@ -88,313 +80,14 @@ def _log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Synthetic LVIS v1 val
+# Synthetic LVIS v1 val (efl_d2.evaluation.synthetic_lvis), written once per parameters
 # --------------------------------------------------------------------------------------------
 
 
-def lvis_v1_categories() -> list[dict]:
-    """The 1203 LVIS v1 categories as in the val json: detectron2's metadata plus the train
-    ``image_count`` of each category, sorted by id."""
-    from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
-    from detectron2.data.datasets.lvis_v1_category_image_count import LVIS_CATEGORY_IMAGE_COUNT
-
-    counts = {c["id"]: c["image_count"] for c in LVIS_CATEGORY_IMAGE_COUNT}
-    cats = sorted((dict(c, image_count=counts[c["id"]]) for c in LVIS_CATEGORIES), key=_id)
-    if [c["id"] for c in cats] != list(range(1, len(cats) + 1)):
-        raise RuntimeError("expected contiguous LVIS v1 category ids 1..1203")
-    return cats
-
-
-def _id(record: dict) -> int:
-    return record["id"]
-
-
-def val_image_counts(*, train_image_counts: Sequence[int]):
-    """The generator's rule: ``ceil(train image_count / 5)`` val images per category."""
-    import numpy as np
-
-    return -(-np.asarray(train_image_counts, dtype=np.int64) // TRAIN_TO_VAL_DIVISOR)
-
-
 def num_images_for_scale(*, scale: float) -> int:
+    from efl_d2.evaluation.synthetic_lvis import NUM_VAL_IMAGES
+
     return max(1, round(NUM_VAL_IMAGES * scale))
-
-
-class _Layout(NamedTuple):
-    """Which categories (and how many instances) each image of the full-scale set holds."""
-
-    image_ids: object  # (NUM_VAL_IMAGES,) sorted unique ints
-    pair_image: object  # (P,) image index of each (image, category) pair, sorted
-    pair_cat: object  # (P,) category id
-    pair_count: object  # (P,) instances of the pair, >= 1
-    ann_offset: object  # (NUM_VAL_IMAGES + 1,) first annotation index of each image
-
-
-def _assign_pairs(*, rng, val_counts, cat_ids, num_images: int):
-    """Each category gets its val count of distinct images; busy images are likelier (Gumbel
-    top-k sampling with log-normal image weights)."""
-    import numpy as np
-
-    log_w = rng.normal(0.0, 0.6, num_images)
-    images, cats = [], []
-    for cat_id, k in zip(cat_ids, val_counts):
-        keys = log_w + rng.gumbel(size=num_images)
-        images.append(np.argpartition(-keys, k - 1)[:k])
-        cats.append(np.full(k, cat_id))
-    images, cats = np.concatenate(images), np.concatenate(cats)
-    _fill_empty_images(rng=rng, images=images, num_images=num_images)
-    order = np.lexsort((cats, images))
-    return images[order], cats[order]
-
-
-def _fill_empty_images(*, rng, images, num_images: int) -> None:
-    """Move random pairs from images with several categories to images with none (in place), so
-    every image has a positive category and every category keeps its image count."""
-    import numpy as np
-
-    per_image = np.bincount(images, minlength=num_images)
-    for empty in np.flatnonzero(per_image == 0):
-        j = int(rng.integers(len(images)))
-        while per_image[images[j]] < 2:
-            j = int(rng.integers(len(images)))
-        per_image[images[j]] -= 1
-        per_image[empty] += 1
-        images[j] = empty
-
-
-def _instances_per_pair(*, rng, num_pairs: int, total: int):
-    """1 instance per pair plus a gamma-weighted multinomial share of the rest; sums to total."""
-    extra = total - num_pairs
-    if extra < 0:
-        raise ValueError(f"{total} annotations cannot cover {num_pairs} (image, category) pairs")
-    weights = rng.gamma(0.5, 1.0, num_pairs)
-    return 1 + rng.multinomial(extra, weights / weights.sum())
-
-
-def full_layout(*, seed: int, categories: Sequence[dict]) -> _Layout:
-    """The full-scale assignment: 19,809 image ids, the (image, category) pairs (each category in
-    ``val_image_counts`` distinct images, every image in at least one pair) and their instance
-    counts (244,707 in all)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 0])
-    image_ids = np.sort(rng.choice(np.arange(1, MAX_IMAGE_ID), NUM_VAL_IMAGES, replace=False))
-    counts = val_image_counts(train_image_counts=[c["image_count"] for c in categories])
-    pair_image, pair_cat = _assign_pairs(
-        rng=rng, val_counts=counts, cat_ids=[c["id"] for c in categories], num_images=len(image_ids)
-    )
-    pair_count = _instances_per_pair(rng=rng, num_pairs=len(pair_image), total=NUM_VAL_ANNOTATIONS)
-    per_image = np.bincount(pair_image, weights=pair_count, minlength=len(image_ids))
-    ann_offset = np.concatenate([[0], np.cumsum(per_image.astype(np.int64))])
-    return _Layout(image_ids, pair_image, pair_cat, pair_count, ann_offset)
-
-
-def _image_size(*, rng) -> tuple[int, int]:
-    long_side = 640 if rng.random() < 0.9 else 500
-    short_side = int(rng.integers(long_side // 2, long_side + 1))
-    return (long_side, short_side) if rng.random() < 0.7 else (short_side, long_side)
-
-
-def _clip_xywh(*, boxes, width: int, height: int):
-    """Clip [x, y, w, h] boxes to the image, at least 1 px wide and high, rounded to 0.01."""
-    import numpy as np
-
-    x1 = np.clip(boxes[:, 0], 0, width - 1)
-    y1 = np.clip(boxes[:, 1], 0, height - 1)
-    x2 = np.clip(boxes[:, 0] + boxes[:, 2], x1 + 1, width)
-    y2 = np.clip(boxes[:, 1] + boxes[:, 3], y1 + 1, height)
-    return np.round(np.stack([x1, y1, x2 - x1, y2 - y1], axis=1), 2)
-
-
-def _random_boxes(*, rng, n: int, width: int, height: int):
-    """Log-uniform sides from 4 px to 90% of the short side, log-normal aspect ratios."""
-    import numpy as np
-
-    side = np.exp(rng.uniform(np.log(4.0), np.log(0.9 * min(width, height)), n))
-    aspect = np.exp(rng.normal(0.0, 0.5, n))
-    w, h = side * np.sqrt(aspect), side / np.sqrt(aspect)
-    x = rng.uniform(0.0, 1.0, n) * np.maximum(width - w, 0.0)
-    y = rng.uniform(0.0, 1.0, n) * np.maximum(height - h, 0.0)
-    return _clip_xywh(boxes=np.stack([x, y, w, h], axis=1), width=width, height=height)
-
-
-def _jitter_boxes(*, rng, boxes, width: int, height: int):
-    """Copies of boxes with centre shifts and log-scale noise of a random strength per copy."""
-    import numpy as np
-
-    n = len(boxes)
-    sigma = rng.uniform(0.02, 0.3, n)
-    w = boxes[:, 2] * np.exp(rng.normal(0.0, 1.0, n) * sigma)
-    h = boxes[:, 3] * np.exp(rng.normal(0.0, 1.0, n) * sigma)
-    cx = boxes[:, 0] + boxes[:, 2] / 2 + rng.normal(0.0, 1.0, n) * sigma * boxes[:, 2]
-    cy = boxes[:, 1] + boxes[:, 3] / 2 + rng.normal(0.0, 1.0, n) * sigma * boxes[:, 3]
-    jittered = np.stack([cx - w / 2, cy - h / 2, w, h], axis=1)
-    return _clip_xywh(boxes=jittered, width=width, height=height)
-
-
-def _polygons(*, rng, boxes):
-    """8-point polygons (corners cut by a random fraction) and their areas."""
-    import numpy as np
-
-    f = rng.uniform(0.05, 0.45, len(boxes))
-    x, y, w, h = boxes.T
-    fw, fh = f * w, f * h
-    xs = [x + fw, x + w - fw, x + w, x + w, x + w - fw, x + fw, x, x]
-    ys = [y, y, y + fh, y + h - fh, y + h, y + h, y + h - fh, y + fh]
-    flat = np.round(np.stack([c for pair in zip(xs, ys) for c in pair], axis=1), 2)
-    areas = np.round(w * h * (1 - 2 * f**2), 2)
-    return flat, areas
-
-
-def _weighted_sample(*, rng, log_weights, k: int, exclude=()):
-    """k distinct indices with probabilities proportional to exp(log_weights), minus exclude."""
-    import numpy as np
-
-    keys = log_weights + rng.gumbel(size=len(log_weights))
-    keys[np.asarray(exclude, dtype=np.int64)] = -np.inf
-    k = min(k, len(keys) - len(exclude))
-    return np.argpartition(-keys, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
-
-
-def _image_gt(*, seed: int, index: int, layout: _Layout, cat_log_w) -> tuple[dict, list[dict]]:
-    """The image record and annotations of image ``index``."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 1, index])
-    width, height = _image_size(rng=rng)
-    lo, hi = np.searchsorted(layout.pair_image, [index, index + 1])
-    pos = layout.pair_cat[lo:hi]
-    cats = np.repeat(pos, layout.pair_count[lo:hi])
-    boxes = _random_boxes(rng=rng, n=len(cats), width=width, height=height)
-    polys, areas = _polygons(rng=rng, boxes=boxes)
-    not_exhaustive = pos[rng.random(len(pos)) < NOT_EXHAUSTIVE_PROB]
-    num_neg = int(rng.poisson(NEG_PER_IMAGE_MEAN))
-    neg = 1 + _weighted_sample(rng=rng, log_weights=cat_log_w, k=num_neg, exclude=pos - 1)
-    image_id = int(layout.image_ids[index])
-    image = {
-        "id": image_id,
-        "width": width,
-        "height": height,
-        "neg_category_ids": sorted(neg.tolist()),
-        "not_exhaustive_category_ids": sorted(not_exhaustive.tolist()),
-        "coco_url": f"http://images.cocodataset.org/val2017/{image_id:012d}.jpg",
-    }
-    first_id = int(layout.ann_offset[index]) + 1
-    anns = [
-        {
-            "id": first_id + j,
-            "image_id": image_id,
-            "category_id": c,
-            "bbox": b,
-            "area": a,
-            "segmentation": [p],
-        }
-        for j, (c, b, a, p) in enumerate(
-            zip(cats.tolist(), boxes.tolist(), areas.tolist(), polys.tolist())
-        )
-    ]
-    return image, anns
-
-
-def _scores(*, rng, kinds):
-    """Scores by kind (0 right class, 1 wrong class, 2 random box), some rounded into ties."""
-    import numpy as np
-
-    a = np.array([4.0, 2.0, 1.0])[kinds]
-    b = np.array([2.0, 3.0, 4.0])[kinds]
-    scores = np.round(rng.beta(a, b), 6)
-    ties = rng.random(len(kinds)) < TIE_FRACTION
-    scores[ties] = np.round(scores[ties], 2)
-    return np.clip(scores, 0.0001, 1.0)
-
-
-def _random_categories(*, rng, n: int, image_cats, cat_log_w):
-    """40% a category of the image (positive or negative), else a frequency-weighted one."""
-    import numpy as np
-
-    p = np.exp(cat_log_w - cat_log_w.max())
-    anywhere = 1 + rng.choice(len(p), n, p=p / p.sum())
-    if len(image_cats) == 0:
-        return anywhere
-    local = rng.choice(image_cats, n)
-    return np.where(rng.random(n) < 0.4, local, anywhere)
-
-
-def _image_detections(
-    *, seed: int, index: int, image: dict, anns: list[dict], dets_per_image: int, cat_log_w
-) -> list[dict]:
-    """``dets_per_image`` detections of one image, sorted by score (stable)."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, 2, index])
-    width, height = image["width"], image["height"]
-    gt_boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    gt_cats = np.array([a["category_id"] for a in anns], dtype=np.int64)
-    right = np.repeat(np.arange(len(anns)), 1 + rng.poisson(1.0, len(anns)))
-    wrong = np.repeat(np.arange(len(anns)), rng.poisson(0.7, len(anns)))
-    neg = np.array(image["neg_category_ids"], dtype=np.int64)
-    wrong_cats = _random_categories(rng=rng, n=len(wrong), image_cats=neg, cat_log_w=cat_log_w)
-    n_random = max(dets_per_image - len(right) - len(wrong), 0)
-    image_cats = np.concatenate([np.unique(gt_cats), neg])
-    boxes = np.concatenate(
-        [
-            _jitter_boxes(rng=rng, boxes=gt_boxes[right], width=width, height=height),
-            _jitter_boxes(rng=rng, boxes=gt_boxes[wrong], width=width, height=height),
-            _random_boxes(rng=rng, n=n_random, width=width, height=height),
-        ]
-    )[:dets_per_image]
-    cats = np.concatenate(
-        [
-            gt_cats[right],
-            wrong_cats,
-            _random_categories(rng=rng, n=n_random, image_cats=image_cats, cat_log_w=cat_log_w),
-        ]
-    )[:dets_per_image]
-    kinds = np.repeat([0, 1, 2], [len(right), len(wrong), n_random])[:dets_per_image]
-    scores = _scores(rng=rng, kinds=kinds)
-    order = np.argsort(-scores, kind="stable")
-    image_id = image["id"]
-    return [
-        {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-        for c, b, s in zip(cats[order].tolist(), boxes[order].tolist(), scores[order].tolist())
-    ]
-
-
-def generate(*, seed: int, num_images: int, dets_per_image: int) -> tuple[dict, Iterator]:
-    """The ground-truth dict of the first ``num_images`` images and an iterator over their
-    detection lists (one list per image, in image order)."""
-    import numpy as np
-
-    if not 1 <= num_images <= NUM_VAL_IMAGES:
-        raise ValueError(f"num_images must be in [1, {NUM_VAL_IMAGES}], got {num_images}")
-    categories = lvis_v1_categories()
-    layout = full_layout(seed=seed, categories=categories)
-    cat_log_w = np.log(np.array([c["image_count"] for c in categories], dtype=np.float64))
-    images, annotations = [], []
-    for index in range(num_images):
-        image, anns = _image_gt(seed=seed, index=index, layout=layout, cat_log_w=cat_log_w)
-        images.append(image)
-        annotations.append(anns)
-    gt = {
-        "info": {"description": "synthetic LVIS v1 val (efl_d2 tools/benchmark_lvis_eval.py)"},
-        "licenses": [],
-        "images": images,
-        "annotations": [a for anns in annotations for a in anns],
-        "categories": categories,
-    }
-
-    def detections() -> Iterator[list[dict]]:
-        for index, (image, anns) in enumerate(zip(images, annotations)):
-            yield _image_detections(
-                seed=seed,
-                index=index,
-                image=image,
-                anns=anns,
-                dets_per_image=dets_per_image,
-                cat_log_w=cat_log_w,
-            )
-
-    return gt, detections()
 
 
 def data_paths(*, work_dir: str, seed: int, num_images: int, dets_per_image: int) -> dict:
@@ -413,13 +106,6 @@ def data_paths(*, work_dir: str, seed: int, num_images: int, dets_per_image: int
         "results": f"{stem}_results.json",
         "meta": f"{stem}_meta.json",
     }
-
-
-def _write_atomic(*, path: str, write) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def _write_results(*, f, detections: Iterator[list[dict]], num_images: int) -> int:
@@ -444,16 +130,20 @@ def ensure_data(*, work_dir: str, seed: int, num_images: int, dets_per_image: in
     if all(os.path.exists(paths[k]) for k in ("gt", "results", "meta")):
         with open(paths["meta"]) as f:
             return dict(json.load(f), **paths)  # paths of this work dir, wherever it moved
+    from efl_d2._atomic import atomic_write
+    from efl_d2.evaluation.synthetic_lvis import generate
+
     os.makedirs(work_dir, exist_ok=True)
     t0 = time.perf_counter()
     gt, detections = generate(seed=seed, num_images=num_images, dets_per_image=dets_per_image)
-    _write_atomic(path=paths["gt"], write=lambda f: json.dump(gt, f))
+    atomic_write(paths["gt"], lambda f: json.dump(gt, f), mode="w")
     counts = {}
-    _write_atomic(
-        path=paths["results"],
-        write=lambda f: counts.update(
+    atomic_write(
+        paths["results"],
+        lambda f: counts.update(
             detections=_write_results(f=f, detections=detections, num_images=num_images)
         ),
+        mode="w",
     )
     meta = dict(
         paths,
@@ -462,7 +152,7 @@ def ensure_data(*, work_dir: str, seed: int, num_images: int, dets_per_image: in
         detections=counts["detections"],
         generate_s=round(time.perf_counter() - t0, 1),
     )
-    _write_atomic(path=paths["meta"], write=lambda f: json.dump(meta, f, indent=1))
+    atomic_write(paths["meta"], lambda f: json.dump(meta, f, indent=1), mode="w")
     return meta
 
 
@@ -771,11 +461,10 @@ def benchmark(args: argparse.Namespace) -> int:
     )
     print(summary + "\n\n" + markdown_table(rows=rows))
     if args.json:
-        _write_atomic(
-            path=args.json,
-            write=lambda f: json.dump({"summary": summary, "data": list(data.values()),
-                                       "rows": rows, "failed": failed}, f, indent=1),
-        )  # fmt: skip
+        from efl_d2._atomic import atomic_write
+
+        table = {"summary": summary, "data": list(data.values()), "rows": rows, "failed": failed}
+        atomic_write(args.json, lambda f: json.dump(table, f, indent=1), mode="w")
     if failed:
         return 1
     bad = [r for r in rows if r["max_abs_diff"] is not None and r["max_abs_diff"] > args.tolerance]

@@ -169,19 +169,16 @@ class Case:
         self.assign_gt = [
             random_instances(gen, (h, w), args.assign_gts, args.num_classes, args.device)
         ]
-        # efl_d2's detectors take the predictions (PAA assigns from them): LVIS-like ones, low
-        # scores and small deltas; detectron2's FCOS (the baseline) has its own signature
+        # PAA assigns from the predictions: LVIS-like ones, low scores and small deltas; the
+        # other detectors assign from the boxes alone
         num_anchors = sum(len(a) for a in self.anchors)
         self.assign_predictions = (
-            {
-                "pred_logits": torch.randn(1, num_anchors, args.num_classes, generator=gen).to(
-                    args.device
-                )
-                - 5,
-                "pred_deltas": 0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
-            }
-            if name in EFL_MODELS
-            else {}
+            (
+                torch.randn(1, num_anchors, args.num_classes, generator=gen).to(args.device) - 5,
+                0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
+            )
+            if name.startswith("PAA")
+            else ()
         )
         self.step_times, self.assign_times, self.in_step_assign_times = [], [], []
         self._wrap_label_anchors(Meter(args.device))
@@ -205,7 +202,7 @@ class Case:
 
     def assign(self):
         with torch.no_grad():
-            self._label_anchors(self.anchors, self.assign_gt, **self.assign_predictions)
+            self._label_anchors(self.anchors, self.assign_gt, *self.assign_predictions)
 
 
 def run(args):

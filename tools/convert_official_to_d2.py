@@ -10,7 +10,7 @@ Accepts every top-level layout of the official code (``{"model": ...}``, ``{"sta
 or bare) with or without DDP's ``module.`` prefix. The output holds tensors only; load it with
 ``efl_d2.checkpoint.EFLCheckpointer`` (``train.init_checkpoint=``, ``model_zoo.get(...,
 weights=...)``), which also reads the official file directly. Details (anchor order, channel
-layout, box deltas, P6/P7): ``efl_d2/checkpoint/official.py``.
+layout, box deltas, P6/P7): ``efl_d2/official/conversion.py``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,22 @@ from efl_d2.checkpoint import (
     CheckpointReadError,
     EFLCheckpointer,
     atomic_write,
-    check_official_architecture,
-    convert_official_to_d2,
     load_checkpoint_file,
 )
-from efl_d2.checkpoint.checkpointer import OFFICIAL_AUTHOR
+from efl_d2.checkpoint.formats import OFFICIAL_AUTHOR
+from efl_d2.official import check_official_architecture, convert_official_to_d2
 
 
 def main(argv: list | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="official .pth")
     parser.add_argument("output", help="output .pth (tensors only)")
+    parser.add_argument("--config-file", help="LazyConfig to load the result into, as a check")
+    parser.add_argument(
+        "--official-architecture",
+        action="store_true",
+        help="with --config-file: switch the model to the official architecture first",
+    )
     parser.add_argument(
         "--cls-layout",
         choices=("anchor_major", "class_major"),
@@ -47,12 +52,6 @@ def main(argv: list | None = None) -> dict:
         action="store_true",
         help="read a file holding non-tensor Python objects (torch.load weights_only=False); "
         "only for files from a source you trust",
-    )
-    parser.add_argument("--config-file", help="LazyConfig to load the result into, as a check")
-    parser.add_argument(
-        "--official-architecture",
-        action="store_true",
-        help="with --config-file: switch the model to the official architecture first",
     )
     args = parser.parse_args(argv)
 
@@ -82,7 +81,7 @@ def main(argv: list | None = None) -> dict:
     )
     if args.config_file:
         from efl_d2 import model_zoo
-        from efl_d2.checkpoint import use_official_architecture
+        from efl_d2.official import use_official_architecture
 
         cfg = model_zoo.get_config(args.config_file)
         if args.official_architecture:

@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     from efl_d2.checkpoint import atomic_write
     from efl_d2.data.datasets import DatasetFileError, read_json
     from efl_d2.evaluation import evaluate_lvis
-    from efl_d2.evaluation.lvis_scoring import read_lvis_results
+    from efl_d2.evaluation.lvis_inputs import read_lvis_results
 
     setup_logger(name="efl_d2")
     try:

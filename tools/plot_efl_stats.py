@@ -16,13 +16,18 @@ what the checkpoint itself knows about how often each category was seen.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections import Counter
 
 import numpy as np
 
-from efl_d2.evaluation.categories import FREQUENCY_COLORS, FREQUENCY_NAMES, category_records
+from efl_d2.categories import (
+    FREQUENCY_COLORS,
+    FREQUENCY_NAMES,
+    category_records,
+    count_instances,
+    frequency_order,
+)
+from efl_d2.data.datasets import read_json
 from efl_d2.evaluation.plots import LEGEND_ORDER, frequency_colors
 from efl_d2.losses import efl_focusing_factor
 
@@ -47,15 +52,14 @@ def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def category_frequencies(lvis_json: str) -> tuple[np.ndarray, list[str], list[str]]:
-    """(annotation count, LVIS frequency letter, name) per category, in sorted-id order (the
-    contiguous class index detectron2 uses); a category without a frequency gets "?" (grey)."""
-    with open(lvis_json) as f:
-        data = json.load(f)
+def training_counts(lvis_json: str) -> tuple[np.ndarray, list[str]]:
+    """(C,) annotations and (C,) LVIS frequency letter of every category of a LVIS-format json,
+    by class index (sorted ids); a category without a frequency gets "?" (grey)."""
+    data = read_json(lvis_json)
     cats = category_records(data["categories"], allow_unknown=True)
-    counts = Counter(a["category_id"] for a in data.get("annotations", []))
-    n = np.array([counts.get(c["category_id"], 0) for c in cats], dtype=np.int64)
-    return n, [c["frequency"] for c in cats], [c["name"] for c in cats]
+    instances = count_instances(data.get("annotations", []))
+    counts = np.array([instances.get(c["category_id"], 0) for c in cats], dtype=np.int64)
+    return counts, [c["frequency"] for c in cats]
 
 
 def compute_plot_data(
@@ -82,7 +86,7 @@ def compute_plot_data(
         raise SystemExit(
             f"the json has {key.shape[0]} categories but the checkpoint's loss has {g.shape[0]}"
         )
-    order = np.argsort(-key, kind="stable")
+    order = frequency_order(key)
     gamma = efl_focusing_factor(g, gamma_b=gamma_b, scale=scale)
     return {"order": order, "g": g[order], "gamma": gamma[order], "key": key[order]}
 
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     counts = letters = None
     key_label = "by accumulated positive gradient"
     if args.json:
-        counts, letters, _ = category_frequencies(args.json)
+        counts, letters = training_counts(args.json)
         key_label = "by training annotations"
     panels = {
         name: compute_plot_data(s, counts, gamma_b=args.gamma_b, scale=args.scale)

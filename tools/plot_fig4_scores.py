@@ -48,6 +48,8 @@ def main(argv: list | None = None):
     from omegaconf import OmegaConf
 
     from efl_d2 import analysis, model_zoo
+    from efl_d2.categories import category_image_counts, frequency_order
+    from efl_d2.data import class_frequencies
 
     first_cfg = model_zoo.get_config(args.panel[0][1])
     dataset = args.dataset
@@ -70,13 +72,11 @@ def main(argv: list | None = None):
     num_classes = len(next(iter(panels.values())).pos_mean)
 
     train_names = OmegaConf.select(first_cfg, "dataloader.train.dataset.names")
-    counts = analysis.category_image_counts(
+    counts = category_image_counts(
         get_detection_dataset_dicts(train_names, filter_empty=True), num_classes
     )
-    order = analysis.frequency_order(counts)
-    frequency = analysis.class_frequency_groups(
-        train_names if isinstance(train_names, str) else train_names[0], num_classes
-    )
+    order = frequency_order(counts)
+    frequency = class_frequencies(train_names)
     drawn = analysis.plot_fig4(panels, order, args.output, frequency=frequency)
     print(f"wrote {args.output}")
     if args.json:

@@ -8,7 +8,9 @@ Examples:
     python tools/train_net.py --config-file configs/<row>.py --eval-only train.init_checkpoint=...
     python tools/train_net.py --config-file ... --num-machines 2 --machine-rank 0 \\
         --dist-url tcp://<host>:<port>
-Trailing ``key=value`` pairs override config values (unknown keys are an error; ``+key=v`` adds).
+Trailing ``key=value`` pairs override config values (unknown keys are an error; ``+key=v`` adds),
+arguments of a node's callable included: ``dataloader.train.loader=detectron2`` (Detectron2's
+training loader and RFS sampler), ``dataloader.evaluator.scorer=detectron2`` (its LVIS scoring).
 The whole config is checked before any process starts (exit status 2 with every problem listed);
 a run that fails (diverged, no usable evaluation, unreadable checkpoint) exits with status 1.
 """

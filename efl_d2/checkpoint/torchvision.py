@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ..modeling.official import OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD
+from ..official.architecture import OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD
 
 __all__ = [
     "TORCHVISION_PIXEL_MEAN",

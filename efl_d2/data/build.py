@@ -1,4 +1,5 @@
-"""Training data whose batch ``k`` is a pure function of ``(seed, k)``: exact resume, any workers.
+"""Replaces Detectron2's training loader because a resumed run of it sees other data: here batch
+``k`` is a pure function of ``(seed, k)`` (Detectron2's: ``dataloader.train.loader=detectron2``).
 
 detectron2's training loader is a stream: a sampler yields indices, workers map them with the
 process-global numpy RNG, and aspect-ratio grouping batches whatever arrives first. Batch ``k``
@@ -34,9 +35,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.utils.data as torchdata
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, build_detection_train_loader
 from detectron2.data.common import DatasetFromList
-from detectron2.data.samplers import RepeatFactorTrainingSampler
+from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.utils import comm
 
 __all__ = [
@@ -334,9 +335,10 @@ def build_rfs_train_loader(
     seed: int | None = None,
     num_workers: int = 0,
     aspect_ratio_grouping: bool = True,
-) -> ResumableTrainLoader:
+    loader: str = "efl_d2",
+):
     """The training loader of every efl_d2 config: repeat-factor sampling (detectron2's factors)
-    with batches indexed by iteration (:class:`ResumableTrainLoader`).
+    with batches indexed by iteration (:class:`ResumableTrainLoader`), or Detectron2's own loader.
 
     Args:
         dataset: detectron2 dataset dicts (e.g. from :func:`get_lvis_dataset_dicts`); they need
@@ -350,20 +352,42 @@ def build_rfs_train_loader(
             ``train.seed``; None draws one shared random seed (such a run is not reproducible).
         num_workers: DataLoader worker processes (any number gives the same batches).
         aspect_ratio_grouping: batch landscape and portrait images separately, as detectron2.
+        loader: "efl_d2" (:class:`ResumableTrainLoader`) or "detectron2": Detectron2's
+            ``build_detection_train_loader`` with its ``RepeatFactorTrainingSampler`` (the same
+            repeat factors; ``TrainingSampler`` when ``repeat_thresh`` is None) and seed. That
+            loader's resume is not bit-exact: a resumed run starts the sampler's stream and the
+            workers' augmentation RNG over, so it sees other images and augmentations than an
+            uninterrupted run (whose batches also depend on ``num_workers`` and the process
+            count).
     """
+    if loader not in ("efl_d2", "detectron2"):
+        raise ValueError(f"loader must be 'efl_d2' or 'detectron2', got {loader!r}")
     if repeat_thresh is None:
-        factors = np.ones(len(dataset))
+        factors = torch.ones(len(dataset))
     else:
         factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
             dataset, repeat_thresh, sqrt=repeat_sqrt
-        ).numpy()
+        )
         logger.info(
             f"Repeat factor sampling (t={repeat_thresh}): {len(dataset)} images, "
             f"{float(factors.sum()):.0f} expected per epoch, max factor {float(factors.max()):.2f}"
         )
+    if loader == "detectron2":
+        if repeat_thresh is None:
+            sampler = TrainingSampler(len(dataset), seed=seed)
+        else:
+            sampler = RepeatFactorTrainingSampler(factors, seed=seed)
+        return build_detection_train_loader(
+            dataset=DatasetFromList(dataset, copy=False, serialize=isinstance(dataset, list)),
+            mapper=mapper,
+            sampler=sampler,
+            total_batch_size=total_batch_size,
+            aspect_ratio_grouping=aspect_ratio_grouping,
+            num_workers=num_workers,
+        )
     groups, seed = _groups_and_seed(dataset, aspect_ratio_grouping, seed)
     plan = IndexedBatchPlan(
-        repeat_factors=factors, groups=groups, total_batch_size=total_batch_size, seed=seed
+        repeat_factors=factors.numpy(), groups=groups, total_batch_size=total_batch_size, seed=seed
     )
     return ResumableTrainLoader(dataset=dataset, mapper=mapper, plan=plan, num_workers=num_workers)
 

@@ -1,5 +1,8 @@
 """Dataset registration and checked dataset loading for LVIS-format data.
 
+Replaces Detectron2's metadata for mini-LVIS because Detectron2 gives any "v1" LVIS name the
+builtin 1203 LVIS classes: here the class names and frequency groups come from the dataset's json.
+
 Real LVIS v1 stays under detectron2's builtin names (``lvis_v1_train``, ``lvis_v1_val``, data under
 ``$DETECTRON2_DATASETS``). mini-LVIS, the synthetic long-tailed dataset of
 :mod:`efl_d2.data.mini_lvis`, is registered as ``mini_lvis_v1_train`` / ``mini_lvis_v1_val``
@@ -20,7 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 from detectron2.data.catalog import Metadata
 from detectron2.data.datasets.lvis import load_lvis_json, register_lvis_instances
 
-from ..evaluation.categories import category_frequencies
+from ..categories import category_frequencies
 
 __all__ = [
     "LVIS_V1_TRAIN_ANNOTATED_IMAGES",
@@ -217,7 +220,7 @@ def _check_files(name: str, json_file: str, image_root: str) -> None:
     hint = f"Datasets are looked up under $DETECTRON2_DATASETS (now {datasets_root()!r}). " + (
         "Generate mini-LVIS with `python -m efl_d2.data.mini_lvis --root <datasets root>`."
         if name in MINI_LVIS_SPLITS
-        else "See README.md, 'Using real LVIS v1', for the expected layout."
+        else "See docs/installation.md, 'Using real LVIS v1', for the expected layout."
     )
     if not os.path.isfile(json_file):
         raise FileNotFoundError(

@@ -106,8 +106,8 @@ def check_openimages_files(paths: dict[str, str]) -> None:
     if missing:
         raise OpenImagesFileError(
             "OpenImages files missing:\n  " + "\n  ".join(missing) + "\nLay out the Challenge "
-            "2019 release under $DETECTRON2_DATASETS/openimages/ as README.md "
-            '("OpenImages") describes, or build mini-OpenImages with '
+            "2019 release under $DETECTRON2_DATASETS/openimages/ as docs/openimages.md "
+            "describes, or build mini-OpenImages with "
             "`python -m efl_d2.data.mini_openimages`."
         )
 

@@ -1,22 +1,13 @@
 """Training engine: the LazyConfig train/eval loop behind tools/train_net.py and its hooks."""
 
+from .cli import apply_overrides_strict, load_config, parse_args
 from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
+from .eval_protocol import set_eval_protocol
 from .hooks import GradientClipHook
-from .lazy_train import (
-    RunFailed,
-    apply_overrides_strict,
-    check_results,
-    do_test,
-    do_train,
-    format_lvis_ap,
-    load_config,
-    main,
-    parse_args,
-    preflight,
-    setup,
-)
+from .lazy_train import do_test, do_train, main, preflight, setup
 from .preflight import ConfigCheckError, check_run
+from .report import RunFailed, check_results, format_lvis_ap
 from .resume import MetricsHistoryHook, truncate_metrics_json
 
 __all__ = [
@@ -36,6 +27,7 @@ __all__ = [
     "main",
     "parse_args",
     "preflight",
+    "set_eval_protocol",
     "setup",
     "truncate_metrics_json",
 ]

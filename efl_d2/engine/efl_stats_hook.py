@@ -26,7 +26,7 @@ class EFLStatsHook(HookBase):
       ``efl/<name>_<group>`` (``efl/<module path>/<name>_<group>`` when the model has several).
 
     Usage in a trainer: ``trainer.register_hooks([EFLStatsHook(model, class_frequencies=freqs)])``
-    with ``freqs`` e.g. from :func:`efl_d2.losses.frequency_groups_from_lvis_categories`.
+    with ``freqs`` e.g. from :func:`efl_d2.categories.category_frequencies`.
     """
 
     def __init__(

@@ -1,133 +1,42 @@
 """Training and evaluation with LazyConfig files: the logic behind ``tools/train_net.py``.
 
-It follows detectron2's ``tools/lazyconfig_train_net.py`` and adds what the paper needs: global-norm
-gradient clipping (``train.clip_grad``), a seed (``train.seed``), CPU fall-back when CUDA is absent,
-AMP precision from the config, strict command-line overrides and an LVIS AP summary; and what a
-two-day run needs: checks of the whole config before the first step (:mod:`.preflight`), exact
-resume (data indexed by iteration, metric history in the checkpoint, atomic checkpoints) and a
-failed run that says so (:class:`RunFailed`, a non-zero exit of ``tools/train_net.py``).
+Detectron2's ``tools/lazyconfig_train_net.py`` (``do_test``, ``do_train``, ``main``) with what the
+paper needs: global-norm gradient clipping (``train.clip_grad``), a seed (``train.seed``), CPU
+fall-back when CUDA is absent, AMP precision from the config; and what a two-day run needs: checks
+of the whole config before the first step (:mod:`.preflight`), exact resume (data indexed by
+iteration, metric history in the checkpoint, atomic checkpoints) and a failed run that says so
+(:class:`RunFailed`, a non-zero exit of ``tools/train_net.py``). The command line is :mod:`.cli`,
+``--eval-protocol`` :mod:`.eval_protocol`, the results table and the summary :mod:`.report`.
 """
 
-import argparse
-import difflib
 import inspect
 import logging
-import math
 import os
-import sys
 
 import torch
-from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
-    default_argument_parser,
-    default_setup,
-    hooks,
-)
+from detectron2.config import instantiate
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.registry import locate
-from omegaconf import OmegaConf
 
 from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
 from ..visualization import write_summary_picture
+from .cli import load_config
 from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
 from .preflight import check_run
+from .report import RunFailed, check_results, format_lvis_ap, print_summary
 from .resume import MetricsHistoryHook, truncate_metrics_json
 
-__all__ = [
-    "RunFailed",
-    "apply_overrides_strict",
-    "do_test",
-    "do_train",
-    "format_lvis_ap",
-    "load_config",
-    "main",
-    "parse_args",
-    "preflight",
-    "set_eval_protocol",
-    "setup",
-]
+__all__ = ["do_test", "do_train", "main", "preflight", "setup"]
 
 logger = logging.getLogger("efl_d2")
-
-_MISSING = object()
-
-
-class RunFailed(RuntimeError):
-    """Training or evaluation finished without a usable result; the message says why."""
-
-
-def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argparse.Namespace:
-    """detectron2's training arguments plus ``--allow-random-weights``; flags may also come after
-    the ``key=value`` overrides (``... train.max_iter=20 --resume``)."""
-    parser = default_argument_parser(epilog=epilog)
-    parser.add_argument(
-        "--eval-protocol",
-        choices=("standard", "fixed", "pooled"),
-        default="standard",
-        help="LVIS box AP protocol: standard, fixed (AP-fixed) or pooled (AP-pool) of Dave et "
-        "al. 2021; the last two also make the detector keep the best boxes of every class",
-    )
-    parser.add_argument(
-        "--allow-random-weights",
-        action="store_true",
-        help="let --eval-only evaluate a model without train.init_checkpoint (random weights)",
-    )
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    flags, opts, i = [], [], 0
-    while i < len(args.opts):  # argparse.REMAINDER swallows flags given after the first override
-        token = args.opts[i]
-        if token.startswith("--"):
-            flags.append(token)
-            nxt = args.opts[i + 1] if i + 1 < len(args.opts) else None
-            if "=" not in token and nxt is not None and not nxt.startswith("-") and "=" not in nxt:
-                flags.append(nxt)
-                i += 1
-        else:
-            opts.append(token)
-        i += 1
-    if flags:
-        leading = argv[: len(argv) - len(args.opts)]  # the overrides are argv's tail
-        args = parser.parse_args(leading + flags)
-        args.opts = opts
-    return args
-
-
-def apply_overrides_strict(cfg, overrides: list[str]):
-    """``LazyConfig.apply_overrides`` that refuses keys the config does not have.
-
-    detectron2 silently adds a mistyped key (``train.max_itr=10`` trains for the default length).
-    Here it is an error naming close matches; prefix a key with ``+`` to add a new one on purpose.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    for o in OverridesParser.create().parse_overrides(overrides):
-        key = o.key_or_group
-        if o.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-        keys = list(node.keys()) if OmegaConf.is_dict(node) else []
-        close = difflib.get_close_matches(leaf, keys, n=3)
-        raise KeyError(
-            f"Unknown config key {key!r} in override {o.input_line!r}."
-            + (
-                f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
-                if close
-                else ""
-            )
-            + f" Keys under {parent or '<root>'!r}: {sorted(keys)}. Use '+{key}=...' to add a key."
-        )
-    return LazyConfig.apply_overrides(cfg, overrides)
 
 
 def _resolve_device(cfg) -> None:
@@ -137,46 +46,6 @@ def _resolve_device(cfg) -> None:
     if cfg.train.device == "cpu" and cfg.train.amp.enabled:
         logger.warning("AMP needs CUDA (detectron2's AMPTrainer): disabling AMP on CPU.")
         cfg.train.amp.enabled = False
-
-
-def load_config(args):
-    """The config of ``args.config_file`` (a path, or a path relative to ``configs/`` as
-    :func:`efl_d2.model_zoo.get_config_file` takes) with ``args.opts`` applied strictly."""
-    if not os.path.isfile(args.config_file):
-        from ..model_zoo import get_config_file
-
-        args.config_file = get_config_file(args.config_file)  # default_setup reads it too
-    cfg = LazyConfig.load(args.config_file)
-    set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))  # overrides win
-    return apply_overrides_strict(cfg, args.opts)
-
-
-#: the inference settings ``--eval-protocol fixed|pooled`` gives a one-stage detector: the 10 best
-#: anchors of every class and level before NMS, up to 10,000 boxes per image, so that every class
-#: has its best detections over the dataset among those the evaluator keeps (10,000 per class)
-DATASET_TOPK_INFERENCE = {"test_topk_per_class": 10, "max_detections_per_image": 10000}
-
-
-def set_eval_protocol(cfg, protocol: str) -> None:
-    """Switch ``cfg`` to the evaluation protocol "standard", "fixed" (AP-fixed) or "pooled"
-    (AP-pool): the evaluator's ``protocol`` and, for the last two, the model's
-    :data:`DATASET_TOPK_INFERENCE`. "standard" changes nothing."""
-    if protocol == "standard":
-        return
-    ev = cfg.dataloader.get("evaluator")
-    if ev is None or "protocol" not in ev:
-        raise ValueError(
-            f"--eval-protocol {protocol} needs efl_d2.evaluation.LVISEvaluator as "
-            "dataloader.evaluator (the config's has no 'protocol')."
-        )
-    if "test_topk_per_class" not in cfg.model:
-        raise ValueError(
-            f"--eval-protocol {protocol}: the model has no test_topk_per_class (the one-stage "
-            "detectors ATSS, PAA, PluggableRetinaNet and PluggableFCOS have)."
-        )
-    ev.protocol = protocol
-    for key, value in DATASET_TOPK_INFERENCE.items():
-        cfg.model[key] = value
 
 
 def preflight(args) -> None:
@@ -200,27 +69,6 @@ def setup(args):
     # efl_d2's own progress lines (sampling, decoupled training, ...) next to detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="efl_d2")
     return cfg
-
-
-def format_lvis_ap(results: dict) -> str:
-    """Table of AP, AP50, AP75, APr, APc, APf per task of evaluator results (a task with other
-    metrics, e.g. AP-pool's, gets its own header line)."""
-    cols = ["AP", "AP50", "AP75", "APr", "APc", "APf"]
-    tasks = {t: m for t, m in results.items() if isinstance(m, dict)}
-    width = max([6, *(len(t) + 2 for t in tasks)])
-    lines, header = [], None
-    for task, metrics in tasks.items():
-        names = cols if "AP" in metrics else list(metrics)
-        if names != header:
-            lines.append(
-                f"{'task':<{width}}" + "".join(f"{c:>{max(8, len(c) + 2)}}" for c in names)
-            )
-            header = names
-        lines.append(
-            f"{task:<{width}}"
-            + "".join(f"{metrics.get(c, float('nan')):>{max(8, len(c) + 2)}.2f}" for c in names)
-        )
-    return "\n".join(lines)
 
 
 def do_test(cfg, model):
@@ -256,7 +104,13 @@ def _create_ddp(model, cfg):
 
 
 def do_train(args, cfg):
-    """Train ``cfg.model`` as configured. Returns the results of the last evaluation (or None)."""
+    """Train ``cfg.model`` as configured. Returns the results of the last evaluation (or None).
+
+    A resumed run continues exactly where the checkpoint left off with efl_d2's training loader;
+    with one that cannot start at an iteration (Detectron2's, ``dataloader.train.loader=
+    detectron2``) it resumes the model, optimizer and schedule but not the data: it sees other
+    images and augmentations than the uninterrupted run would (a warning says so).
+    """
     model = instantiate(cfg.model)
     retrain_only = list(cfg.train.get("retrain_only", None) or [])
     if retrain_only:  # the second stage of decoupled training
@@ -276,8 +130,9 @@ def do_train(args, cfg):
     else:
         trainer = SimpleTrainer(model, train_loader, optim)
     # EFLCheckpointer: detectron2 checkpoints, plus torchvision and official EFL files, by content
-    checkpointer = EFLCheckpointer(model, cfg.train.output_dir, trainer=trainer)
-    checkpointer.reinitialize = tuple(retrain_only)
+    checkpointer = EFLCheckpointer(
+        model, cfg.train.output_dir, reinitialize=retrain_only, trainer=trainer
+    )
 
     last_eval = {}
 
@@ -315,10 +170,12 @@ def do_train(args, cfg):
     start_iter = trainer.iter + 1 if checkpointer.resumed_from else 0
     if hasattr(train_loader, "start_iter"):
         train_loader.start_iter = start_iter  # batch k of the resumed run = batch k of the first
-    else:
+    elif start_iter:
         logger.warning(
-            f"{type(train_loader).__name__} cannot start at an iteration: a resumed run will not "
-            "see the data an uninterrupted run would (efl_d2.data.build_rfs_train_loader can)."
+            f"Resuming at iteration {start_iter} with {type(train_loader).__name__}, which "
+            "cannot start at an iteration: the resume is not bit-exact (the run sees other "
+            "images and augmentations than an uninterrupted one; efl_d2's loader, "
+            "dataloader.train.loader=efl_d2, resumes exactly)."
         )
     if comm.is_main_process():
         truncate_metrics_json(os.path.join(cfg.train.output_dir, "metrics.json"), start_iter)
@@ -351,30 +208,6 @@ def _diverged_message(cfg, e: FloatingPointError) -> str:
     )
 
 
-def check_results(cfg, results) -> None:
-    """Raise :class:`RunFailed` unless the final evaluation produced finite AP values."""
-    if "evaluator" not in cfg.dataloader:
-        return
-    test = cfg.dataloader.test.dataset.get("names", "the test set")
-    if not results:
-        raise RunFailed(
-            f"The evaluation on {test} received no predictions (the evaluator's warning above "
-            "says so): the model detected nothing. A diverged model does this; see the losses "
-            f"in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
-        )
-    bad = sorted(
-        task
-        for task, metrics in results.items()
-        if isinstance(metrics, dict) and not math.isfinite(metrics.get("AP", 0.0))
-    )
-    if bad:
-        raise RunFailed(
-            f"The evaluation on {test} gave AP = nan for {bad}: the predictions are not "
-            "usable (non-finite boxes or scores, or no detection matching any class). A diverged "
-            f"model does this; see the losses in {os.path.join(cfg.train.output_dir, 'metrics.json')}."
-        )
-
-
 def main(args):
     """Entry point run in every process by ``detectron2.engine.launch``."""
     cfg = setup(args)
@@ -395,26 +228,12 @@ def main(args):
     else:
         results = do_train(args, cfg)
     if comm.is_main_process():
+        trained = not args.eval_only
         try:
             check_results(cfg, results)
         except RunFailed:
-            _print_summary(cfg, results, trained=not args.eval_only)  # no picture of a failed run
+            print_summary(cfg, results, trained=trained)  # no picture of a failed run
             raise
-        picture = write_summary_picture(cfg, trained=not args.eval_only)
-        _print_summary(cfg, results, trained=not args.eval_only, picture=picture)
+        picture = write_summary_picture(cfg, trained=trained)
+        print_summary(cfg, results, trained=trained, picture=picture)
     return results
-
-
-def _print_summary(cfg, results, trained: bool, picture: str | None = None) -> None:
-    out = os.path.abspath(cfg.train.output_dir)
-    print("\n==== efl_d2 summary ====")
-    if results:
-        print(format_lvis_ap(results))
-    else:
-        print("(no evaluation results)")
-    if trained:
-        print(f"checkpoint: {os.path.join(out, 'model_final.pth')}")
-        print(f"metrics:    {os.path.join(out, 'metrics.json')} (TensorBoard events in {out})")
-    print(f"config:     {os.path.join(out, 'config.yaml')}")
-    if picture:
-        print(f"picture:    {os.path.abspath(picture)} (predictions on val images | ground truth)")

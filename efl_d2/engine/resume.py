@@ -1,4 +1,5 @@
-"""What an exact resume needs beyond detectron2's checkpointables (model, optimizer, scheduler).
+"""Adds to Detectron2's metrics history because its checkpoints drop it (a resumed run would log
+other smoothed values): what an exact resume needs beyond its checkpointables.
 
 - :class:`MetricsHistoryHook`: the recent history of every logged scalar travels in the
   checkpoint, so the smoothed values that ``metrics.json`` and the console show after a resume (the

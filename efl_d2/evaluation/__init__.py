@@ -1,69 +1,36 @@
 """LVIS and OpenImages evaluation.
 
 - :mod:`.lvis_scoring`: exact, sharded LVIS box scoring (standard, AP-fixed, AP-pool; numpy and
-  lvis-api only);
+  lvis-api only) of the arrays of :mod:`.lvis_inputs`, matched by :mod:`.lvis_matching`;
 - :mod:`.evaluator`: Detectron2's ``LVISEvaluator`` scored by it (imported on first use: it needs
   detectron2 and torch, which the scoring processes do without);
 - :mod:`.openimages`: the OpenImages Challenge 2019 metric (exact to the official evaluator), AP1-AP5
   and its ``OpenImagesEvaluator`` (imported on first use);
-- :mod:`.categories`: frequency groups, per-category AP and the per-category report (standard
-  library and numpy only). Drawing lives in :mod:`.plots`, not imported here (it needs
-  matplotlib).
+- :mod:`.per_category_report`: the per-category AP files the evaluator writes (standard library
+  only); the rows and frequency groups themselves are :mod:`efl_d2.categories`'. Drawing lives in
+  :mod:`.plots`, not imported here (it needs matplotlib).
 """
 
-from .categories import (
-    COMMON_MAX_IMAGES,
-    FREQUENCY_COLORS,
-    FREQUENCY_GROUPS,
-    FREQUENCY_NAMES,
-    RARE_MAX_IMAGES,
+from .lvis_inputs import PROTOCOLS, LVISArrays, lvis_arrays
+from .lvis_scoring import LVISScores, evaluate_lvis, metric_names, score_lvis
+from .per_category_report import (
     REPORT_COLUMNS,
-    UNKNOWN_FREQUENCY,
     VAL_INSTANCES_COLUMN,
-    category_frequencies,
-    category_records,
-    count_instances,
-    frequency_color,
-    frequency_group,
-    per_category_ap,
-    per_group_summary,
     read_per_category_report,
     write_per_category_report,
 )
-from .lvis_scoring import (
-    PROTOCOLS,
-    LVISArrays,
-    LVISScores,
-    evaluate_lvis,
-    lvis_arrays,
-    metric_names,
-    score_lvis,
-)
 
 __all__ = [
-    "COMMON_MAX_IMAGES",
-    "FREQUENCY_COLORS",
-    "FREQUENCY_GROUPS",
-    "FREQUENCY_NAMES",
     "PROTOCOLS",
-    "RARE_MAX_IMAGES",
     "REPORT_COLUMNS",
-    "UNKNOWN_FREQUENCY",
     "VAL_INSTANCES_COLUMN",
     "LVISArrays",
     "LVISEvaluator",
     "LVISScores",
     "OpenImagesEvaluator",
-    "category_frequencies",
-    "category_records",
-    "count_instances",
     "evaluate_lvis",
-    "frequency_color",
-    "frequency_group",
     "lvis_arrays",
     "metric_names",
-    "per_category_ap",
-    "per_group_summary",
     "read_per_category_report",
     "score_lvis",
     "write_per_category_report",

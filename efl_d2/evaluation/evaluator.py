@@ -25,18 +25,17 @@ from detectron2.utils.events import get_event_storage, has_event_storage
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
-from .categories import FREQUENCY_GROUPS, per_category_ap, write_per_category_report
+from ..categories import FREQUENCY_GROUPS, per_category_ap
+from .lvis_inputs import PROTOCOLS, lvis_arrays, top_k_per_key
 from .lvis_scoring import (
-    PROTOCOLS,
     combine_shards,
-    lvis_arrays,
     metric_names,
     metrics_percent,
     plan_shards,
     score_lvis,
     score_shards,
-    top_k_per_key,
 )
+from .per_category_report import write_per_category_report
 
 __all__ = ["LVISEvaluator"]
 
@@ -94,7 +93,7 @@ class LVISEvaluator(_D2LVISEvaluator):
             (AP-pool) of Dave et al. 2021. The last two keep the ``dets_per_category``
             highest-scoring detections of each category over the dataset while inference runs,
             with no per-image limit; a model must then emit more than 300 boxes per image (see
-            ``efl_d2.engine.lazy_train.set_eval_protocol``, which ``tools/train_net.py
+            ``efl_d2.engine.set_eval_protocol``, which ``tools/train_net.py
             --eval-protocol`` applies). Their results are reported under "bbox-fixed" /
             "bbox-pooled".
         dets_per_category: K of AP-fixed / AP-pool (10,000 for LVIS).

@@ -2,7 +2,7 @@
 
 Nothing here selects a matplotlib backend or creates pyplot figures: a notebook keeps its inline
 backend, and a command-line tool picks Agg in its own ``main``. Colours and names come from
-:mod:`efl_d2.evaluation.categories`.
+:mod:`efl_d2.categories`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .categories import FREQUENCY_NAMES, UNKNOWN_FREQUENCY, frequency_color
+from ..categories import FREQUENCY_NAMES, UNKNOWN_FREQUENCY, frequency_color
 
 __all__ = [
     "LEGEND_ORDER",

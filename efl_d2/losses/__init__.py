@@ -30,11 +30,7 @@ from .focal_losses import (
     efl_focusing_factor,
 )
 from .grad_stats import GradientSink, GradientStatistics
-from .observability import (
-    frequency_groups_from_lvis_categories,
-    put_category_statistics,
-    summarize_category_statistics,
-)
+from .observability import put_category_statistics, summarize_category_statistics
 from .seesaw import SeesawLoss
 
 __all__ = [
@@ -50,7 +46,6 @@ __all__ = [
     "efl_focusing_factor",
     "eqlv2_weights",
     "focal_family_loss",
-    "frequency_groups_from_lvis_categories",
     "put_category_statistics",
     "summarize_category_statistics",
 ]

@@ -6,22 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..evaluation.categories import FREQUENCY_GROUPS, category_frequencies
+from ..categories import FREQUENCY_GROUPS
 from .grad_stats import GradientStatistics
 
-__all__ = [
-    "FREQUENCY_GROUPS",
-    "frequency_groups_from_lvis_categories",
-    "put_category_statistics",
-    "summarize_category_statistics",
-]
-
-
-def frequency_groups_from_lvis_categories(categories: Sequence[dict]) -> list[str]:
-    """The LVIS ``frequency`` letter of each category, in contiguous-id order (sorted by ``id``,
-    which is how detectron2 maps LVIS category ids to class indices); ValueError naming the
-    categories without one. Same as :func:`efl_d2.evaluation.categories.category_frequencies`."""
-    return category_frequencies(categories)
+__all__ = ["put_category_statistics", "summarize_category_statistics"]
 
 
 def summarize_category_statistics(
@@ -31,7 +19,8 @@ def summarize_category_statistics(
 
     Args:
         module: a loss carrying gradient statistics (e.g. :class:`EqualizedFocalLoss`).
-        class_frequencies: optional length-C sequence of 'r' / 'c' / 'f'.
+        class_frequencies: optional length-C sequence of 'r' / 'c' / 'f' by class index (e.g.
+            :func:`efl_d2.categories.category_frequencies` of the training categories).
 
     Returns:
         e.g. ``{"g_mean": .., "g_r": .., "g_c": .., "g_f": .., "gamma_mean": .., ...}``; a group

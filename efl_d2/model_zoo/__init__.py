@@ -12,40 +12,21 @@
   AP1-AP5 (``configs/README.md`` shows the same tables).
 """
 
-from .model_zoo import (
-    OFFICIAL_EFL_R50_CONFIG,
-    CheckpointEntry,
-    build_model,
-    configs_root,
-    get,
-    get_checkpoint_entry,
-    get_checkpoint_url,
-    get_config,
-    get_config_file,
-    list_configs,
-)
+from . import model_zoo
+from .model_zoo import *  # its __all__: configs, weights, build_model
 from .paper_rows import OPENIMAGES_ROWS, PAPER_ROWS, OpenImagesRow, PaperRow
 from .predictor import LazyPredictor, instances_to_records, metadata_from_config
 from .small_models import small_faster_rcnn, small_resnet_fpn
 
 __all__ = [
-    "OFFICIAL_EFL_R50_CONFIG",
     "OPENIMAGES_ROWS",
     "PAPER_ROWS",
-    "CheckpointEntry",
     "LazyPredictor",
     "OpenImagesRow",
     "PaperRow",
-    "build_model",
-    "configs_root",
-    "get",
-    "get_checkpoint_entry",
-    "get_checkpoint_url",
-    "get_config",
-    "get_config_file",
     "instances_to_records",
-    "list_configs",
     "metadata_from_config",
     "small_faster_rcnn",
     "small_resnet_fpn",
 ]
+__all__ += model_zoo.__all__

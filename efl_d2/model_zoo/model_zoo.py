@@ -24,8 +24,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from ..checkpoint import EFLCheckpointer
-from ..checkpoint.official import OFFICIAL_EFL_R50_URL
-from ..modeling.official import use_official_architecture, use_official_inference
+from ..official import OFFICIAL_EFL_R50_URL, use_official_architecture, use_official_inference
 
 __all__ = [
     "OFFICIAL_EFL_R50_CONFIG",
@@ -71,7 +70,7 @@ class _ModelZooUrls:
     No efl_d2-trained weights have been released yet. The only entry is the official release of
     the improved-baseline EFL R-50 (LVIS v1 val box AP 27.5 in the paper), which is a
     United-Perception checkpoint, not an efl_d2 one: it is converted on load (names, anchor order,
-    channel layout; see efl_d2.checkpoint.official) into the official architecture. Its AP under
+    channel layout; see efl_d2.official.conversion) into the official architecture. Its AP under
     efl_d2's evaluation has not been measured here (no downloads on the development machines).
     """
 
@@ -183,8 +182,8 @@ def get_config(config_path: str, trained: bool = False):
         config_path: see :func:`get_config_file`.
         trained: set ``train.init_checkpoint`` to the catalog's weights. For the official release
             the config is also switched to the official architecture and test pipeline
-            (:func:`efl_d2.checkpoint.use_official_architecture`,
-            :func:`efl_d2.checkpoint.use_official_inference`: OpenCV resize, padding to 64,
+            (:func:`efl_d2.official.use_official_architecture`,
+            :func:`efl_d2.official.use_official_inference`: OpenCV resize, padding to 64,
             the release's NMS, clipping and result boxes). If False, the config's own
             ``train.init_checkpoint`` (typically ImageNet weights) stays.
     """

@@ -4,8 +4,8 @@ RetinaNet/FCOS with a pluggable classification loss, and Faster R-CNN's box pred
 pluggable region loss (``PluggableFastRCNNOutputLayers``, with Seesaw's ``NormedLinear``).
 
 Importing this package registers ``ATSS``, ``PAA`` and ``PluggableRetinaNet`` in detectron2's
-``META_ARCH_REGISTRY`` (yacs: call :func:`add_atss_config` on the config first).
-The official EFL code's box conventions (keywords here) and what still differs: ``efl_d2/modeling/README.md``.
+``META_ARCH_REGISTRY`` (yacs: call :func:`add_atss_config` on the config first). What each
+computes: ``docs/detectors.md``; the official EFL code's conventions are :mod:`efl_d2.official`.
 """
 
 from .atss import ATSS, ATSSHead

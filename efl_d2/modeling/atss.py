@@ -2,8 +2,9 @@
 
 Original ATSS: one anchor scale [8], topk 9, centerness branch. Improved baseline (paper Sec. 4.2,
 "IB"/"IA"): anchor scales [6, 8], topk 18, an IoU branch replacing centerness, cls prior 0.001.
-Where this port deliberately differs from the official (United-Perception) code is listed in
-``efl_d2/modeling/README.md``.
+Losses and inference: ``docs/detectors.md`` §2; where this port deliberately differs from the
+official (United-Perception) code: ``docs/official_conventions.md`` §3 (the official test
+conventions are :class:`efl_d2.official.OfficialATSS`).
 """
 
 import math
@@ -29,12 +30,6 @@ from .atss_matcher import ATSSMatcher
 from .candidates import decode_candidates
 from .config import build_cls_loss, register_meta_arch
 from .divergence import check_finite_box_deltas
-from .united_perception import (
-    check_conventions,
-    clip_inclusive_,
-    rescale_inclusive,
-    united_perception_nms,
-)
 
 __all__ = ["ATSS", "ATSSHead"]
 
@@ -167,9 +162,7 @@ class ATSS(DenseDetector):
     Inference: score = sigmoid(cls) * sigmoid(quality); per level the top
     min(test_topk_candidates, #anchors of the level) (anchor, class) pairs above
     test_score_thresh; boxes clipped to the image; one class-aware NMS over all levels; the best
-    max_detections_per_image. ``test_box_convention`` / ``test_nms_convention`` select
-    Detectron2's or the official code's arithmetic for the clipping, the rescaling to the input
-    image and the NMS (:mod:`efl_d2.modeling.united_perception`).
+    max_detections_per_image.
     """
 
     @configurable
@@ -195,11 +188,8 @@ class ATSS(DenseDetector):
         test_nms_thresh: float = 0.5,
         max_detections_per_image: int = 100,
         test_topk_per_class: int = 0,
-        test_box_convention: str = "detectron2",
-        test_nms_convention: str = "detectron2",
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
-        pixel_divisor: float = 1.0,
         size_divisibility: int = 0,
         input_format: str = "BGR",
     ):
@@ -226,15 +216,6 @@ class ATSS(DenseDetector):
                 inference, see the class docstring (official EFL: 0, 6000, 0.5, 300).
             test_topk_per_class: 0 (the official rule) or, for AP-fixed, the number of best
                 anchors per class and level kept before NMS (:func:`select_candidates`).
-            test_box_convention: "detectron2" (clip to [0, w] x [0, h], detectron2's
-                ``detector_postprocess``, which drops empty boxes) or "united_perception" (the
-                official inclusive-pixel clip to [0, w - 1] and rescaling, nothing dropped).
-            test_nms_convention: "detectron2" (``batched_nms``), "united_perception" (the
-                official class-offset NMS with "+1" widths) or "united_perception_0.1.0" (the
-                same without "+1", as the release that trained the official weights).
-            pixel_divisor: images are divided by it before ``(x - pixel_mean) / pixel_std``
-                (255 with mean/std on the [0, 1] scale computes exactly torchvision's
-                ``to_tensor`` + ``normalize``, as the official code).
             size_divisibility: pad the batch to a multiple of this (official: 64); 0 = the
                 backbone's ``size_divisibility``.
             input_format: image channel order, used by ``visualize_training``.
@@ -242,8 +223,6 @@ class ATSS(DenseDetector):
         super().__init__(
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std
         )
-        if quality not in QUALITY_KINDS:
-            raise ValueError(f"ATSS: quality must be one of {QUALITY_KINDS}, got {quality!r}.")
         self._check_anchor_count(head, anchor_generator)
         self.num_classes = num_classes
         self.anchor_generator = anchor_generator
@@ -253,6 +232,8 @@ class ATSS(DenseDetector):
         self.cls_loss = cls_loss
         self.focal_loss_alpha = focal_loss_alpha
         self.focal_loss_gamma = focal_loss_gamma
+        if quality not in QUALITY_KINDS:
+            raise ValueError(f"ATSS: quality must be one of {QUALITY_KINDS}, got {quality!r}.")
         self.quality = quality
         self.box_loss_weight = box_loss_weight
         self.quality_loss_weight = quality_loss_weight
@@ -262,10 +243,6 @@ class ATSS(DenseDetector):
         self.test_nms_thresh = test_nms_thresh
         self.max_detections_per_image = max_detections_per_image
         self.test_topk_per_class = test_topk_per_class
-        check_conventions(test_box_convention, test_nms_convention)
-        self.test_box_convention = test_box_convention
-        self.test_nms_convention = test_nms_convention
-        self.pixel_divisor = float(pixel_divisor)
         self.size_divisibility = int(size_divisibility)
         self.input_format = input_format
 
@@ -320,10 +297,8 @@ class ATSS(DenseDetector):
     # ------------------------------------------------------------------ input and output
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
-        """Normalise ((x / pixel_divisor - mean) / std), pad to ``size_divisibility`` and batch."""
+        """Normalise ((x - mean) / std), pad to ``size_divisibility`` and batch."""
         images = [self._move_to_current_device(x["image"]) for x in batched_inputs]
-        if self.pixel_divisor != 1.0:
-            images = [x.float() / self.pixel_divisor for x in images]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
         return ImageList.from_tensors(
             images,
@@ -331,60 +306,33 @@ class ATSS(DenseDetector):
             padding_constraints=self.backbone.padding_constraints,
         )
 
-    def forward(self, batched_inputs: list[dict]):
-        """:meth:`DenseDetector.forward`; at inference with ``test_box_convention=
-        "united_perception"`` the boxes are mapped to each input's ``height`` x ``width`` by
-        :func:`rescale_inclusive` instead of ``detector_postprocess``."""
-        if self.training or self.test_box_convention == "detectron2":
-            return super().forward(batched_inputs)
-        images = self.preprocess_image(batched_inputs)
-        features = self.backbone(images.tensor)
-        features = [features[f] for f in self.head_in_features]
-        results = self.forward_inference(images, features, self.head(features))
-        processed = []
-        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
-            output_size = (inputs.get("height", image_size[0]), inputs.get("width", image_size[1]))
-            out = Instances(output_size, **result.get_fields())
-            out.pred_boxes = Boxes(
-                rescale_inclusive(result.pred_boxes.tensor, image_size, output_size)
-            )
-            processed.append({"instances": out})
-        return processed
-
     # ------------------------------------------------------------------ training
 
-    def forward_training(self, images, features, predictions, gt_instances):
+    def transposed_predictions(
+        self, predictions: list[list[Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """The head's outputs as L tensors (N, A_l, C) logits, (N, A_l, 4) deltas, (N, A_l, 1)
+        quality logits (rows location-major, anchor-minor); the deltas must be finite."""
         pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
             predictions, [self.num_classes, 4, 1]
         )
         check_finite_box_deltas(pred_deltas)
-        anchors = self.anchor_generator(features)
-        gt_labels, gt_boxes = self.label_anchors(
-            anchors, gt_instances, **self._assignment_predictions(pred_logits, pred_deltas)
-        )
-        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
+        return pred_logits, pred_deltas, pred_quality
 
-    def _assignment_predictions(self, pred_logits: list, pred_deltas: list) -> dict:
-        """The keyword predictions :meth:`label_anchors` assigns from: none for ATSS (boxes only;
-        concatenating the (N, R, C) logits would cost a copy of them)."""
-        return {}
+    def forward_training(self, images, features, predictions, gt_instances):
+        pred_logits, pred_deltas, pred_quality = self.transposed_predictions(predictions)
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
 
     @torch.no_grad()
     def label_anchors(
-        self,
-        anchors: list[Boxes],
-        gt_instances: list[Instances],
-        *,
-        pred_logits: Tensor | None = None,
-        pred_deltas: Tensor | None = None,
+        self, anchors: list[Boxes], gt_instances: list[Instances]
     ) -> tuple[list[Tensor], list[Tensor]]:
         """
         Args:
             anchors: L Boxes, the anchors of each level (same for every image).
             gt_instances: N Instances with ``gt_boxes`` and ``gt_classes``.
-            pred_logits, pred_deltas: (N, R, C) / (N, R, 4) predictions of all R anchors. ATSS
-                assigns from the boxes alone and ignores them; they are part of the signature
-                every efl_d2 dense detector shares, because PAA assigns from them.
 
         Returns:
             gt_labels: N int64 tensors (R,), R = sum_l A_l, values 0..C-1 or C (background).
@@ -496,10 +444,7 @@ class ATSS(DenseDetector):
     def forward_inference(
         self, images: ImageList, features: list[Tensor], predictions: list[list[Tensor]]
     ) -> list[Instances]:
-        pred_logits, pred_deltas, pred_quality = self._transpose_dense_predictions(
-            predictions, [self.num_classes, 4, 1]
-        )
-        check_finite_box_deltas(pred_deltas)
+        pred_logits, pred_deltas, pred_quality = self.transposed_predictions(predictions)
         anchors = self.anchor_generator(features)
         results = []
         for img_idx, image_size in enumerate(images.image_sizes):
@@ -515,34 +460,8 @@ class ATSS(DenseDetector):
         """(A, C) class logits and (A, 1) quality logits -> (A, C) scores sigmoid(cls) * sigmoid(q)."""
         return logits.sigmoid() * quality.sigmoid()
 
-    def _decode_per_level_predictions(
-        self,
-        anchors: Boxes,
-        pred_scores: Tensor,
-        pred_deltas: Tensor,
-        score_thresh: float,
-        topk_candidates: int,
-        image_size: tuple[int, int],
-    ) -> Instances:
-        """
-        Same result as :meth:`DenseDetector._decode_per_level_predictions` (the top
-        ``topk_candidates`` (anchor, class) pairs with score > ``score_thresh``), but takes the
-        top-k first (see :func:`select_candidates`); with ``test_topk_per_class`` > 0 the top
-        anchors of every class instead.
-
-        Args:
-            anchors: Boxes (A_l, 4); pred_scores: (A_l, C); pred_deltas: (A_l, 4).
-        """
-        return decode_candidates(
-            self.box2box_transform,
-            anchors,
-            pred_scores,
-            pred_deltas,
-            score_thresh=score_thresh,
-            topk_candidates=topk_candidates,
-            topk_per_class=self.test_topk_per_class,
-            image_size=image_size,
-        )
+    # DenseDetector's per-level decoding, top-k first and with test_topk_per_class
+    _decode_per_level_predictions = decode_candidates
 
     def inference_single_image(
         self,
@@ -564,28 +483,16 @@ class ATSS(DenseDetector):
         return self.nms(self.pre_nms_candidates(anchors, scores, deltas, image_size))
 
     def nms(self, candidates: Instances) -> Instances:
-        """Class-aware NMS at ``test_nms_thresh`` (``test_nms_convention``); the best
-        ``max_detections_per_image``."""
-        args = (
+        """Class-aware NMS at ``test_nms_thresh``; the best ``max_detections_per_image``."""
+        keep = batched_nms(
             candidates.pred_boxes.tensor,
             candidates.scores,
             candidates.pred_classes,
             self.test_nms_thresh,
         )
-        if self.test_nms_convention == "detectron2":
-            keep = batched_nms(*args)
-        else:
-            plus_one = self.test_nms_convention == "united_perception"
-            keep = united_perception_nms(*args, plus_one=plus_one)
         return candidates[keep[: self.max_detections_per_image]]
 
-    def pre_nms_candidates(
-        self,
-        anchors: list[Boxes],
-        scores: list[Tensor],
-        deltas: list[Tensor],
-        image_size: tuple[int, int],
-    ) -> Instances:
+    def pre_nms_candidates(self, anchors, scores, deltas, image_size) -> Instances:
         """The decoded, clipped (anchor, class) candidates of all levels that NMS sees (same
         arguments as :meth:`inference_single_image`)."""
         per_level = [
@@ -601,9 +508,5 @@ class ATSS(DenseDetector):
             for anchors_l, scores_l, deltas_l in zip(anchors, scores, deltas)
         ]
         pred = Instances.cat(per_level)
-        # before NMS, as the official code
-        if self.test_box_convention == "united_perception":
-            clip_inclusive_(pred.pred_boxes.tensor, image_size)
-        else:
-            pred.pred_boxes.clip(image_size)
+        pred.pred_boxes.clip(image_size)  # before NMS, as the official code
         return pred

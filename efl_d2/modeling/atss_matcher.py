@@ -18,10 +18,10 @@ from torch import Tensor
 
 __all__ = ["CENTER_CONVENTIONS", "ATSSMatcher"]
 
-# "detectron2": the centre-inside test on the continuous boxes. "united_perception": the official
+# "detectron2": the centre-inside test on the continuous boxes. "official": the official
 # code's test, on its inclusive-pixel boxes (anchor centre 0.5 px lower, GT x2/y2 1 px lower), so
 # 0.5 px stricter on every side.
-CENTER_CONVENTIONS = ("detectron2", "united_perception")
+CENTER_CONVENTIONS = ("detectron2", "official")
 
 BoxesLike = Tensor | Boxes
 
@@ -67,7 +67,7 @@ class ATSSMatcher:
                 has 2 anchors per location). Levels with fewer anchors contribute all of them.
             center_margin: an anchor centre must be inside the GT by more than this (pixels).
             center_convention: "detectron2" (distances from the continuous boxes) or
-                "united_perception" (the official code's: anchor centre and GT in its inclusive
+                "official" (the official code's: anchor centre and GT in its inclusive
                 pixel convention, centre - 0.5 and x2, y2 - 1, i.e. 0.5 px stricter per side).
             max_block_elements: upper bound on the size of the anchor x GT distance block processed
                 at once; GTs are chunked to respect it. Only affects memory/speed, never results.
@@ -234,7 +234,7 @@ class ATSSMatcher:
 
         centers = _centers(cand_boxes)  # (K, G, 2)
         gt_far = gt_expanded[..., 2:]
-        if self.center_convention == "united_perception":
+        if self.center_convention == "official":
             centers = centers - 0.5  # official anchors end 1 px earlier: centre 0.5 px lower
             gt_far = gt_far - 1  # inclusive x2, y2
         inside = torch.minimum(centers - gt_expanded[..., :2], gt_far - centers)

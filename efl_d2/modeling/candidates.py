@@ -47,26 +47,33 @@ def select_candidates(
 
 
 def decode_candidates(
-    box2box_transform,
+    detector,
     anchors: Boxes,
     pred_scores: Tensor,
     pred_deltas: Tensor,
-    *,
     score_thresh: float,
     topk_candidates: int,
-    topk_per_class: int,
     image_size: tuple[int, int],
 ) -> Instances:
-    """The :func:`select_candidates` of one level as Instances with decoded boxes.
+    """The :func:`select_candidates` of one level as Instances with decoded boxes: efl_d2's
+    ``DenseDetector._decode_per_level_predictions``. Same result as Detectron2's (the top
+    ``topk_candidates`` (anchor, class) pairs with score > ``score_thresh``), but takes the top-k
+    first; with ``detector.test_topk_per_class`` > 0 the top anchors of every class instead.
 
     Args:
+        detector: has ``box2box_transform`` and ``test_topk_per_class`` (the per-class rule
+            when > 0).
         anchors: Boxes (A, 4); pred_scores: (A, C); pred_deltas: (A, 4).
+        score_thresh, topk_candidates: see :func:`select_candidates`.
+        image_size: (h, w) of the Instances.
     """
     scores, anchor_idxs, classes = select_candidates(
         pred_scores,
         score_thresh=score_thresh,
         topk_candidates=topk_candidates,
-        topk_per_class=topk_per_class,
+        topk_per_class=detector.test_topk_per_class,
     )
-    boxes = box2box_transform.apply_deltas(pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs])
+    boxes = detector.box2box_transform.apply_deltas(
+        pred_deltas[anchor_idxs], anchors.tensor[anchor_idxs]
+    )
     return Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes)

@@ -13,7 +13,7 @@ pluggable ``cls_loss``, so it is a subclass of :class:`ATSS`:
 * **Inference**: score sqrt(sigmoid(cls) * sigmoid(iou)), the ATSS decoding and NMS, then score
   voting (each kept box becomes a weighted mean of the overlapping same-class candidates).
 
-Constants follow mmdetection's PAA port (``paa_head.py``; see ``efl_d2/modeling/README.md``).
+Constants follow mmdetection's PAA port (``paa_head.py``; see ``docs/detectors.md`` §3).
 """
 
 import math
@@ -245,37 +245,33 @@ class PAA(ATSS):
 
     # ------------------------------------------------------------------ training
 
-    def _assignment_predictions(self, pred_logits: list, pred_deltas: list) -> dict:
-        """PAA assigns from the (N, R, C) logits and (N, R, 4) deltas of all levels."""
-        return {
-            "pred_logits": torch.cat(pred_logits, dim=1),
-            "pred_deltas": torch.cat(pred_deltas, dim=1),
-        }
+    def forward_training(self, images, features, predictions, gt_instances):
+        """:meth:`ATSS.forward_training`, assigning from the predictions of all levels."""
+        pred_logits, pred_deltas, pred_quality = self.transposed_predictions(predictions)
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(
+            anchors, gt_instances, torch.cat(pred_logits, dim=1), torch.cat(pred_deltas, dim=1)
+        )
+        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_quality)
 
     @torch.no_grad()
     def label_anchors(
         self,
         anchors: list[Boxes],
         gt_instances: list[Instances],
-        *,
-        pred_logits: Tensor | None = None,
-        pred_deltas: Tensor | None = None,
+        pred_logits: Tensor,
+        pred_deltas: Tensor,
     ) -> tuple[list[Tensor], list[Tensor]]:
         """
         Args:
             anchors: L Boxes, the anchors of each level (same for every image).
             gt_instances: N Instances with ``gt_boxes`` and ``gt_classes``.
-            pred_logits, pred_deltas: (N, R, C) / (N, R, 4), the predictions of all R anchors
-                (required: PAA assigns from them).
+            pred_logits, pred_deltas: (N, R, C) / (N, R, 4), the predictions of all R anchors,
+                levels concatenated.
 
         Returns:
             as :meth:`ATSS.label_anchors`: N (R,) labels (C = background) and N (R, 4) boxes.
         """
-        if pred_logits is None or pred_deltas is None:
-            raise ValueError(
-                "PAA assigns anchors from the model's predictions: pass pred_logits (N, R, C) and "
-                "pred_deltas (N, R, 4) to label_anchors."
-            )
         all_anchors = Boxes.cat(anchors)
         levels = torch.cat(
             [torch.full((len(a),), i, device=all_anchors.device) for i, a in enumerate(anchors)]
@@ -379,13 +375,7 @@ class PAA(ATSS):
         """(A, C) logits and (A, 1) IoU logits -> sqrt(sigmoid(cls) * sigmoid(iou)), (A, C)."""
         return (logits.sigmoid() * quality.sigmoid()).sqrt()
 
-    def inference_single_image(
-        self,
-        anchors: list[Boxes],
-        scores: list[Tensor],
-        deltas: list[Tensor],
-        image_size: tuple[int, int],
-    ) -> Instances:
+    def inference_single_image(self, anchors, scores, deltas, image_size) -> Instances:
         """:meth:`ATSS.inference_single_image`, then score voting over the pre-NMS candidates."""
         candidates = self.pre_nms_candidates(anchors, scores, deltas, image_size)
         detections = self.nms(candidates)

@@ -23,35 +23,18 @@ __all__ = ["PluggableFCOS", "PluggableRetinaNet"]
 
 
 class _PluggableInference:
-    """What both pluggable detectors add to their parent: the finite-deltas check, AP-fixed's
-    per-class candidates when ``test_topk_per_class`` > 0 (otherwise the parent's candidates,
-    unchanged), and the ``label_anchors`` signature of efl_d2's dense detectors."""
-
-    def label_anchors(self, anchors, gt_instances, *, pred_logits=None, pred_deltas=None):
-        """The parent's assignment (from boxes alone; the predictions are not needed)."""
-        return super().label_anchors(anchors, gt_instances)
+    """What both pluggable detectors add to their parent's inference: the finite-deltas check
+    and AP-fixed's per-class candidates when ``test_topk_per_class`` > 0 (otherwise the parent's
+    candidates, unchanged)."""
 
     def forward_inference(self, images, features, predictions):
         check_finite_box_deltas(predictions[1])  # (box deltas per level)
         return super().forward_inference(images, features, predictions)
 
-    def _decode_per_level_predictions(
-        self, anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-    ):
+    def _decode_per_level_predictions(self, *args):
         if not self.test_topk_per_class:
-            return super()._decode_per_level_predictions(
-                anchors, pred_scores, pred_deltas, score_thresh, topk_candidates, image_size
-            )
-        return decode_candidates(
-            self.box2box_transform,
-            anchors,
-            pred_scores,
-            pred_deltas,
-            score_thresh=score_thresh,
-            topk_candidates=topk_candidates,
-            topk_per_class=self.test_topk_per_class,
-            image_size=image_size,
-        )
+            return super()._decode_per_level_predictions(*args)
+        return decode_candidates(self, *args)
 
 
 def _flat_logits(pred_logits: list[Tensor]) -> Tensor:
@@ -59,9 +42,19 @@ def _flat_logits(pred_logits: list[Tensor]) -> Tensor:
     return cat(pred_logits, dim=1).flatten(0, 1)
 
 
-def _labels_and_normalizer(detector, gt_labels: list[Tensor], initial_normalizer: float):
-    """The parents' shared prologue of ``losses``: stacked labels (N, R), the foreground mask and
-    detectron2's EMA loss normaliser (initial value 100 for RetinaNet, 300 for FCOS)."""
+def _shared_loss_terms(
+    detector,
+    anchors: list,
+    gt_labels: list[Tensor],
+    pred_anchor_deltas: list[Tensor],
+    gt_boxes: list[Tensor],
+    initial_normalizer: float,
+    **box_loss_type,
+) -> tuple[Tensor, Tensor, float, Tensor]:
+    """What the parents' ``losses`` share: stacked labels (N, R), the foreground mask,
+    detectron2's EMA loss normaliser (initial value 100 for RetinaNet, 300 for FCOS) and the
+    summed box regression loss (``box_loss_type``: the keywords of
+    ``_dense_box_regression_loss``)."""
     gt_labels = torch.stack(gt_labels)  # (N, R)
     pos_mask = (gt_labels >= 0) & (gt_labels != detector.num_classes)
     num_pos_anchors = pos_mask.sum().item()
@@ -69,7 +62,10 @@ def _labels_and_normalizer(detector, gt_labels: list[Tensor], initial_normalizer
     normalizer = detector._ema_update(
         "loss_normalizer", max(num_pos_anchors, 1), initial_normalizer
     )
-    return gt_labels, pos_mask, normalizer
+    loss_box_reg = _dense_box_regression_loss(
+        anchors, detector.box2box_transform, pred_anchor_deltas, gt_boxes, pos_mask, **box_loss_type
+    )
+    return gt_labels, pos_mask, normalizer, loss_box_reg
 
 
 @register_meta_arch
@@ -107,14 +103,13 @@ class PluggableRetinaNet(_PluggableInference, RetinaNet):
         if self.cls_loss is None:
             return super().losses(anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes)
         # Same normaliser and box term as RetinaNet.losses; only loss_cls differs.
-        gt_labels, pos_mask, normalizer = _labels_and_normalizer(self, gt_labels, 100)
-
-        loss_box_reg = _dense_box_regression_loss(
+        gt_labels, _, normalizer, loss_box_reg = _shared_loss_terms(
+            self,
             anchors,
-            self.box2box_transform,
+            gt_labels,
             pred_anchor_deltas,
             gt_boxes,
-            pos_mask,
+            100,
             box_reg_loss_type=self.box_reg_loss_type,
             smooth_l1_beta=self.smooth_l1_beta,
         )
@@ -152,15 +147,8 @@ class PluggableFCOS(_PluggableInference, FCOS):
                 anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
             )
         # Same normaliser, box and centerness terms as FCOS.losses; only the cls term differs.
-        gt_labels, pos_mask, normalizer = _labels_and_normalizer(self, gt_labels, 300)
-
-        loss_box_reg = _dense_box_regression_loss(
-            anchors,
-            self.box2box_transform,
-            pred_anchor_deltas,
-            gt_boxes,
-            pos_mask,
-            box_reg_loss_type="giou",
+        gt_labels, pos_mask, normalizer, loss_box_reg = _shared_loss_terms(
+            self, anchors, gt_labels, pred_anchor_deltas, gt_boxes, 300, box_reg_loss_type="giou"
         )
         ctrness_targets = self.compute_ctrness_targets(anchors, gt_boxes)  # (N, R)
         pred_centerness = torch.cat(pred_centerness, dim=1).squeeze(dim=2)  # (N, R)

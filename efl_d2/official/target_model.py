@@ -1,7 +1,7 @@
 """Converted official EFL weights against a target model: adapting them to its anchor order and
 loss, and listing what in the model would change what they compute.
 
-Used by :class:`efl_d2.checkpoint.EFLCheckpointer` after :mod:`.official` converted the names.
+Used by :class:`efl_d2.checkpoint.EFLCheckpointer` after :mod:`.conversion` converted the names.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import re
 import torch
 from torch import nn
 
-from ..modeling.official import OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD, OfficialLastLevelP6P7
-from .official import EFL_BUFFERS
+from .architecture import OFFICIAL_PIXEL_MEAN, OFFICIAL_PIXEL_STD, OfficialLastLevelP6P7
+from .conversion import EFL_BUFFERS
 
 __all__ = ["adapt_to_model", "check_official_architecture"]
 
@@ -151,7 +151,7 @@ def check_official_architecture(model: nn.Module) -> list:
         problems.append(
             f"P6/P7 come from {type(top).__name__}(in_feature={getattr(top, 'in_feature', '?')!r})"
             "; official P6 = conv(lateral(C5)), P7 = conv(P6) without ReLU "
-            "(use efl_d2.modeling.official.use_official_architecture)"
+            "(use efl_d2.official.use_official_architecture)"
         )
     bottom_up = getattr(backbone, "bottom_up", None)
     res3 = getattr(bottom_up, "res3", None)

@@ -1,30 +1,24 @@
-"""LVIS frequency groups, per-category AP and the per-category report: one definition of each.
+"""LVIS categories, frequency groups and per-category AP: the one definition of each.
 
 - Groups: :data:`FREQUENCY_GROUPS` (``"r"``, ``"c"``, ``"f"``), their names and colours, and
   :func:`frequency_group` (LVIS v1 thresholds on a category's train image count).
 - Categories: :func:`category_records` / :func:`category_frequencies` read LVIS category dicts in
-  sorted-id order, which is the contiguous class index detectron2 uses.
+  sorted-id order, which is the contiguous class index detectron2 uses;
+  :func:`category_image_counts` and :func:`frequency_order` rank the classes of dataset dicts.
 - AP: :func:`per_category_ap` from an lvis-api style precision array, :func:`per_group_summary`.
-- Report: :func:`write_per_category_report` (CSV + JSON, written atomically) and
-  :func:`read_per_category_report`.
 
-Only the standard library and numpy are imported: data tools (mini-LVIS) and the loss's logging
-use this module too.
+Only the standard library and numpy are imported: data (the mini-LVIS generator), the losses'
+logging, evaluation (also in its numpy-only scoring processes), analysis and tools all use it.
+The per-category report files are evaluation output: :mod:`efl_d2.evaluation.per_category_report`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-
-from .._atomic import atomic_write
 
 __all__ = [
     "COMMON_MAX_IMAGES",
@@ -32,18 +26,16 @@ __all__ = [
     "FREQUENCY_GROUPS",
     "FREQUENCY_NAMES",
     "RARE_MAX_IMAGES",
-    "REPORT_COLUMNS",
     "UNKNOWN_FREQUENCY",
-    "VAL_INSTANCES_COLUMN",
     "category_frequencies",
+    "category_image_counts",
     "category_records",
     "count_instances",
     "frequency_color",
     "frequency_group",
+    "frequency_order",
     "per_category_ap",
     "per_group_summary",
-    "read_per_category_report",
-    "write_per_category_report",
 ]
 
 #: LVIS frequency groups, in LVIS's own order (``LVISEval.params.img_count_lbl``).
@@ -62,11 +54,6 @@ FREQUENCY_COLORS = {
 #: common 11-100, frequent > 100.
 RARE_MAX_IMAGES = 10
 COMMON_MAX_IMAGES = 100
-
-#: Columns of the per-category report, in order; :data:`VAL_INSTANCES_COLUMN` is appended when
-#: val instance counts are given.
-REPORT_COLUMNS = ("category_id", "name", "frequency", "image_count", "ap")
-VAL_INSTANCES_COLUMN = "val_instance_count"
 
 
 # ----------------------------------------------------------------------------- groups
@@ -151,6 +138,25 @@ def count_instances(annotations: Iterable[dict]) -> dict[int, int]:
     return dict(Counter(a["category_id"] for a in annotations))
 
 
+def category_image_counts(dataset_dicts: Iterable[dict], num_classes: int) -> np.ndarray:
+    """(C,) int64: number of detectron2 dataset dicts (images) containing each contiguous class
+    id, crowd boxes left out."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for record in dataset_dicts:
+        present = {
+            a["category_id"] for a in record.get("annotations", []) if not a.get("iscrowd", 0)
+        }
+        for c in present:
+            counts[c] += 1
+    return counts
+
+
+def frequency_order(counts: Sequence[float]) -> np.ndarray:
+    """(C,) class indices from the most to the least frequent by ``counts`` (C,); stable, so
+    the lower index comes first on ties."""
+    return np.argsort(-np.asarray(counts, dtype=np.float64), kind="stable")
+
+
 # ----------------------------------------------------------------------------- AP
 
 
@@ -165,7 +171,8 @@ def per_category_ap(
 
     Args:
         precision: [T IoU thresholds, R recall thresholds, K categories, A area ranges], -1 where
-            a category has no ground truth (``LVISEval.eval["precision"]``).
+            a category has no ground truth (``LVISEval.eval["precision"]``,
+            ``efl_d2.evaluation.LVISScores.precision``).
         cat_ids: (K,) the dataset category id of each K index (``LVISEval.params.cat_ids``).
         categories: LVIS category dicts covering ``cat_ids`` (every one needs a frequency).
         area_index: the A index of area "all" (0 in lvis-api).
@@ -214,79 +221,3 @@ def per_group_summary(rows: Iterable[dict]) -> dict[str, dict]:
             "num_categories": len(aps),
         }
     return out
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    # a reader never sees a half-written report
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def _report_rows(rows: Iterable[dict], val_instance_counts: Mapping[int, int] | None) -> list:
-    out = []
-    for r in rows:
-        row = {k: r[k] for k in REPORT_COLUMNS}
-        row["ap"] = float(row["ap"])
-        if val_instance_counts is not None:
-            row[VAL_INSTANCES_COLUMN] = int(val_instance_counts.get(r["category_id"], 0))
-        out.append(row)
-    return out
-
-
-def write_per_category_report(
-    rows: Iterable[dict],
-    output_dir: str,
-    *,
-    prefix: str = "per_category_ap",
-    val_instance_counts: Mapping[int, int] | None = None,
-) -> dict[str, str]:
-    """Write ``{prefix}.csv`` and ``{prefix}.json`` under ``output_dir``, each atomically.
-
-    Args:
-        rows: e.g. :func:`per_category_ap`'s rows (the :data:`REPORT_COLUMNS` keys are used).
-        val_instance_counts: optional ``{category id: val GT instances}``
-            (:func:`count_instances`); adds the :data:`VAL_INSTANCES_COLUMN` column.
-
-    NaN AP is an empty CSV cell and ``null`` in JSON; floats are written so that they read back
-    exactly (:func:`read_per_category_report`).
-
-    Returns:
-        ``{"csv": path, "json": path}``.
-    """
-    table = _report_rows(rows, val_instance_counts)
-    columns = list(REPORT_COLUMNS) + (
-        [VAL_INSTANCES_COLUMN] if val_instance_counts is not None else []
-    )
-    os.makedirs(output_dir, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in table:
-        writer.writerow({**row, "ap": "" if math.isnan(row["ap"]) else repr(row["ap"])})
-    paths = {ext: os.path.join(output_dir, f"{prefix}.{ext}") for ext in ("csv", "json")}
-    _atomic_write_text(paths["csv"], buf.getvalue())
-    json_rows = [{**row, "ap": None if math.isnan(row["ap"]) else row["ap"]} for row in table]
-    _atomic_write_text(paths["json"], json.dumps(json_rows, indent=1) + "\n")
-    return paths
-
-
-def read_per_category_report(path: str) -> list[dict]:
-    """The rows of a report written by :func:`write_per_category_report` (``.csv`` or
-    ``.json``), typed as written: ids and counts int, AP float (NaN where undefined)."""
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
-        return [{**r, "ap": float("nan") if r["ap"] is None else float(r["ap"])} for r in rows]
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    ints = ("category_id", "image_count", VAL_INSTANCES_COLUMN)
-    return [
-        {
-            **r,
-            **{k: int(r[k]) for k in ints if k in r},
-            "ap": float(r["ap"]) if r["ap"] else float("nan"),
-        }
-        for r in rows
-    ]

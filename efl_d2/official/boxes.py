@@ -1,10 +1,9 @@
-"""Inference box arithmetic of the official EFL code (ModelTC United-Perception), on Detectron2 boxes.
+"""Test-time box arithmetic of the official EFL code (ModelTC United-Perception), on Detectron2 boxes.
 
 United-Perception (UP) stores boxes as inclusive pixel indices, the legacy "+1" convention: x2 is
 the last pixel and a width is x2 - x1 + 1. A Detectron2 box is continuous: its x2 is UP's x2 + 1.
 efl_d2 keeps Detectron2 boxes everywhere; these functions reproduce what UP computes on its own
-boxes, so that ATSS with ``test_box_convention="united_perception"`` and
-``test_nms_convention="united_perception_0.1.0"`` gives the official release's detections.
+boxes, so that :class:`~efl_d2.official.OfficialATSS` gives the official release's detections.
 All boxes are (N, 4) XYXY tensors in pixels.
 """
 
@@ -13,25 +12,10 @@ from __future__ import annotations
 from torch import Tensor
 from torchvision.ops import nms
 
-__all__ = [
-    "BOX_CONVENTIONS",
-    "NMS_CONVENTIONS",
-    "UP_CLASS_OFFSET",
-    "check_conventions",
-    "clip_inclusive_",
-    "rescale_inclusive",
-    "united_perception_nms",
-]
+__all__ = ["OFFICIAL_NMS_CLASS_OFFSET", "clip_inclusive_", "official_nms", "rescale_inclusive"]
 
-# "detectron2": Boxes.clip to [0, w] and detector_postprocess (which drops empty boxes).
-# "united_perception": clip_inclusive_ and rescale_inclusive, nothing dropped.
-BOX_CONVENTIONS = ("detectron2", "united_perception")
-# "detectron2": detectron2's batched_nms. "united_perception": UP's class-offset NMS with the "+1"
-# IoU (UP from the 2022-01 rename to ``up`` on). "united_perception_0.1.0": the same without the
-# "+1" (UP 0.1.0, the release that trained the official weights, calls torchvision's nms).
-NMS_CONVENTIONS = ("detectron2", "united_perception", "united_perception_0.1.0")
 # UP's class-aware NMS shifts the boxes of class k (1-based) by k * 4096 and runs one NMS.
-UP_CLASS_OFFSET = 4096.0
+OFFICIAL_NMS_CLASS_OFFSET = 4096.0
 
 
 def clip_inclusive_(boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
@@ -81,14 +65,14 @@ def rescale_inclusive(
     return out
 
 
-def united_perception_nms(
+def official_nms(
     boxes: Tensor,
     scores: Tensor,
     classes: Tensor,
     iou_threshold: float,
     *,
     plus_one: bool,
-    class_offset: float = UP_CLASS_OFFSET,
+    class_offset: float = OFFICIAL_NMS_CLASS_OFFSET,
 ) -> Tensor:
     """UP's class-aware NMS over all classes at once.
 
@@ -115,15 +99,3 @@ def united_perception_nms(
     if plus_one:
         shifted[:, 2:] += 1  # IoU(a, b) with widths x2 - x1 + 1 == plain IoU with x2 + 1
     return nms(shifted, scores, iou_threshold)
-
-
-def _check(value: str, allowed: tuple, name: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def check_conventions(box_convention: str, nms_convention: str) -> None:
-    """Raise ValueError for an unknown convention name."""
-    _check(box_convention, BOX_CONVENTIONS, "test_box_convention")
-    _check(nms_convention, NMS_CONVENTIONS, "test_nms_convention")

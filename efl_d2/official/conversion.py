@@ -20,18 +20,18 @@ Reference: ``docs/official_checkpoint_format.md``. What this module handles:
 - **Anchor order.** Official anchor 0 has side 6*stride and anchor 1 side 8*stride; when the
   target model orders its anchors differently, the per-anchor channel blocks of the three
   prediction convs are permuted to the model's order
-  (:func:`efl_d2.checkpoint.official_target.adapt_to_model`).
+  (:func:`efl_d2.official.adapt_to_model`).
 - **Box deltas.** The official coder uses weights (1, 1, 1, 1), centre = x1 + w/2 with the +1
   width convention, which equals detectron2's ``Box2BoxTransform((1, 1, 1, 1))`` on anchors with
   ``offset=0.5`` and sides k*stride, so ``box_subnet_pred`` is copied unchanged. A model with other
   weights or anchor offset is reported by
-  :func:`efl_d2.checkpoint.official_target.check_official_architecture`.
+  :func:`efl_d2.official.check_official_architecture`.
 - **P6/P7.** Official P6 = conv(lateral(C5)) and P7 = conv(P6) with no ReLU. detectron2's
-  ``LastLevelP6P7`` computes neither; the official architecture (:mod:`efl_d2.modeling.official`)
-  does.
+  ``LastLevelP6P7`` computes neither; the official architecture
+  (:func:`efl_d2.official.official_architecture`) does.
 
-This module converts files only; :mod:`.official_target` adapts converted weights to a model and
-checks the model, :mod:`efl_d2.modeling.official` is the official architecture as config edits.
+This module converts files only; :mod:`.target_model` adapts converted weights to a model and
+checks the model.
 """
 
 from __future__ import annotations

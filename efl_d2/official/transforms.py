@@ -1,4 +1,4 @@
-"""Keep-aspect-ratio resize done the way the official EFL code (United-Perception) does it.
+"""The official EFL code's (United-Perception) keep-aspect-ratio resize, for training and test.
 
 Detectron2's :class:`~detectron2.data.transforms.ResizeShortestEdge` computes a target size and
 resizes with PIL. The official ``keep_ar_resize`` computes one factor

@@ -1,0 +1,106 @@
+"""From ``tools/train_net.py``'s command line to a config: its arguments and strict overrides."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import os
+import re
+import sys
+
+from detectron2.config import LazyConfig
+from detectron2.engine import default_argument_parser
+from detectron2.utils.registry import locate
+from omegaconf import OmegaConf
+
+from .eval_protocol import set_eval_protocol
+
+__all__ = ["apply_overrides_strict", "load_config", "parse_args"]
+
+_MISSING = object()
+# a ``key=value`` override (``+key=v`` / ``++key=v`` adds, ``~key`` deletes), as opposed to a flag
+# or a flag's value
+_OVERRIDE = re.compile(r"^(~[\w.]+|(\+\+|\+)?[A-Za-z_][\w.]*=)")
+
+
+def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argparse.Namespace:
+    """detectron2's training arguments plus ``--eval-protocol`` and ``--allow-random-weights``.
+    Flags may also come after the ``key=value`` overrides (``... train.max_iter=20 --resume``)."""
+    parser = default_argument_parser(epilog=epilog)
+    parser.add_argument(
+        "--eval-protocol",
+        choices=("standard", "fixed", "pooled"),
+        default="standard",
+        help="LVIS box AP protocol: standard, fixed (AP-fixed) or pooled (AP-pool) of Dave et "
+        "al. 2021; the last two also make the detector keep the best boxes of every class",
+    )
+    parser.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="let --eval-only evaluate a model without train.init_checkpoint (random weights)",
+    )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # detectron2's ``opts`` (argparse.REMAINDER) would swallow every flag after the first
+    # override: the overrides are set apart first
+    args = parser.parse_args([t for t in argv if not _OVERRIDE.match(t)])
+    args.opts = [*(args.opts or []), *(t for t in argv if _OVERRIDE.match(t))]
+    return args
+
+
+def load_config(args):
+    """The config of ``args.config_file`` (a path, or a path relative to ``configs/`` as
+    :func:`efl_d2.model_zoo.get_config_file` takes) with ``--eval-protocol`` and ``args.opts``
+    applied (:func:`apply_overrides_strict`; the overrides win)."""
+    if not os.path.isfile(args.config_file):
+        from ..model_zoo import get_config_file
+
+        args.config_file = get_config_file(args.config_file)  # default_setup reads it too
+    cfg = LazyConfig.load(args.config_file)
+    set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))
+    return apply_overrides_strict(cfg, args.opts)
+
+
+def _is_argument(node, leaf: str) -> bool:
+    """Whether ``leaf`` is a keyword argument of the LazyCall ``node``'s target (a key that the
+    config does not state but its callable takes, e.g. LVISEvaluator's ``scorer``)."""
+    target = node.get("_target_") if OmegaConf.is_dict(node) else None
+    if isinstance(target, str):
+        target = locate(target)
+    try:
+        param = inspect.signature(target).parameters.get(leaf)
+    except (TypeError, ValueError):  # no target, or one without a signature
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+
+
+def apply_overrides_strict(cfg, overrides: list[str]):
+    """``LazyConfig.apply_overrides`` that refuses keys the config does not have.
+
+    detectron2 silently adds a mistyped key (``train.max_itr=10`` trains for the default length).
+    Here it is an error naming close matches. A key the config leaves at its callable's default
+    is known too (``dataloader.evaluator.scorer=detectron2``: an argument of the evaluator);
+    prefix a key with ``+`` to add any other on purpose.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group
+        if o.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        if _is_argument(node, leaf):
+            continue
+        keys = list(node.keys()) if OmegaConf.is_dict(node) else []
+        close = difflib.get_close_matches(leaf, keys, n=3)
+        raise KeyError(
+            f"Unknown config key {key!r} in override {o.input_line!r}."
+            + (
+                f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
+                if close
+                else ""
+            )
+            + f" Keys under {parent or '<root>'!r}: {sorted(keys)}. Use '+{key}=...' to add a key."
+        )
+    return LazyConfig.apply_overrides(cfg, overrides)
