@@ -1,6 +1,6 @@
 """Paper Fig. 2 / Fig. 4 (efl_d2.analysis and its tools): plotted values vs numbers computed
 independently here (through the detector's own training-step labelling, or by hand). Per-category
-AP is tested with the evaluation (test_evaluation_categories.py)."""
+AP is tested with the evaluation (test_categories.py)."""
 
 import json
 from collections import Counter

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from efl_d2.categories import frequency_group
 from efl_d2.data import mini_lvis
 from efl_d2.data.mini_lvis import (
     ensure_mini_lvis,
-    frequency_group,
     generate_mini_lvis,
     is_complete,
     load_meta,

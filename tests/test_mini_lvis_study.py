@@ -151,15 +151,17 @@ def test_per_category_ap_is_read_from_the_evaluators_report(tmp_path):
     study = _load("study_runs")
     ds = {"categories": [{"id": 3}, {"id": 5}]}
     with pytest.raises(RuntimeError, match="per_category_ap_bbox.json is missing"):
-        study.per_category_ap(str(tmp_path), ds, box_ap=1.0)
+        study.read_run_category_ap(str(tmp_path), ds, box_ap=1.0)
     # no detections: the evaluator writes no report, and every AP is undefined
-    assert all(math.isnan(v) for v in study.per_category_ap(str(tmp_path), ds, math.nan).values())
+    assert all(
+        math.isnan(v) for v in study.read_run_category_ap(str(tmp_path), ds, math.nan).values()
+    )
     rows = [
         {"category_id": c, "name": str(c), "frequency": "r", "image_count": 1, "ap": ap}
         for c, ap in ((3, 0.25), (5, math.nan))
     ]
     write_per_category_report(rows, str(tmp_path / "inference"), prefix="per_category_ap_bbox")
-    got = study.per_category_ap(str(tmp_path), ds, box_ap=1.0)
+    got = study.read_run_category_ap(str(tmp_path), ds, box_ap=1.0)
     assert list(got) == ["3", "5"] and got["3"] == 25.0 and math.isnan(got["5"])
 
 

@@ -177,7 +177,7 @@ class Case:
                 torch.randn(1, num_anchors, args.num_classes, generator=gen).to(args.device) - 5,
                 0.1 * torch.randn(1, num_anchors, 4, generator=gen).to(args.device),
             )
-            if name.startswith("PAA")
+            if getattr(self.model, "assigns_from_predictions", False)
             else ()
         )
         self.step_times, self.assign_times, self.in_step_assign_times = [], [], []

@@ -76,7 +76,7 @@ def main(argv: list | None = None):
         get_detection_dataset_dicts(train_names, filter_empty=True), num_classes
     )
     order = frequency_order(counts)
-    frequency = class_frequencies(train_names)
+    frequency = class_frequencies(train_names, num_classes)
     drawn = analysis.plot_fig4(panels, order, args.output, frequency=frequency)
     print(f"wrote {args.output}")
     if args.json:

@@ -186,7 +186,7 @@ def fig2_data_from_config(
         resize=inference_resize(cfg),
         size_divisibility=int(getattr(backbone, "size_divisibility", 0) or 1),
     )
-    data.frequency = class_frequencies(dataset_name)
+    data.frequency = class_frequencies(dataset_name, num_classes)
     data.class_names = (
         list(getattr(MetadataCatalog.get(dataset_name), "thing_classes", []) or []) or None
     )

@@ -8,7 +8,6 @@ ignored ones left out).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +54,7 @@ def mean_scores_per_category(
     from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 
     # PAA assigns from the predictions; ATSS, RetinaNet and FCOS from the boxes alone
-    from_predictions = "pred_logits" in inspect.signature(model.label_anchors).parameters
+    from_predictions = getattr(model, "assigns_from_predictions", False)
     was_training = model.training
     model.eval()
     num_classes = int(model.num_classes)

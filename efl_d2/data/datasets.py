@@ -321,18 +321,26 @@ def category_instance_counts(name: str) -> list[int]:
     return counts
 
 
-def class_frequencies(names: str | Sequence[str]) -> list[str] | None:
+def class_frequencies(
+    names: str | Sequence[str], num_classes: int | None = None
+) -> list[str] | None:
     """LVIS frequency group ("r"/"c"/"f") of every class of the (first) dataset, if known.
 
-    mini-LVIS carries it in its metadata (from its json); for detectron2's builtin LVIS v1 names it
-    comes from detectron2's LVIS v1 category table. None for other datasets.
+    mini-LVIS carries it in its metadata (from its json); LVIS v1 names (Detectron2 gives any name
+    containing "v1" the LVIS v1 metadata) take it from Detectron2's LVIS v1 category table. None
+    for other datasets, and when the list would not have one letter per class (``num_classes``,
+    else the metadata's class count).
     """
     name = [names] if isinstance(names, str) else list(names)
     meta = MetadataCatalog.get(name[0])
     if hasattr(meta, "class_frequency"):
-        return list(meta.class_frequency)
-    if name[0].startswith("lvis_v1"):
+        frequency = list(meta.class_frequency)
+    elif "v1" in name[0]:
         from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
 
-        return category_frequencies(LVIS_CATEGORIES)
-    return None
+        frequency = category_frequencies(LVIS_CATEGORIES)
+    else:
+        return None
+    if num_classes is None:
+        num_classes = len(getattr(meta, "thing_classes", None) or frequency)
+    return frequency if len(frequency) == num_classes else None

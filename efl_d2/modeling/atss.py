@@ -215,7 +215,8 @@ class ATSS(DenseDetector):
             test_score_thresh, test_topk_candidates, test_nms_thresh, max_detections_per_image:
                 inference, see the class docstring (official EFL: 0, 6000, 0.5, 300).
             test_topk_per_class: 0 (the official rule) or, for AP-fixed, the number of best
-                anchors per class and level kept before NMS (:func:`select_candidates`).
+                anchors per class and level kept before NMS
+                (:func:`efl_d2.modeling.candidates.select_candidates`).
             size_divisibility: pad the batch to a multiple of this (official: 64); 0 = the
                 backbone's ``size_divisibility``.
             input_format: image channel order, used by ``visualize_training``.

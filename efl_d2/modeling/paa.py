@@ -195,6 +195,9 @@ class PAA(ATSS):
     the same rule.
     """
 
+    #: ``label_anchors`` also takes the (N, R, C) logits and (N, R, 4) deltas of all anchors
+    assigns_from_predictions = True
+
     @configurable
     def __init__(
         self,

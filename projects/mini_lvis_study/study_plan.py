@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from efl_d2 import categories
-
 METRICS = ("AP", "APr", "APc", "APf")
-GROUPS = categories.FREQUENCY_GROUPS
 
 
 @dataclass(frozen=True)

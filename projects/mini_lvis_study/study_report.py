@@ -8,7 +8,7 @@ import math
 import os
 import statistics
 
-from study_plan import GROUPS, METRICS, SWEEP, VARIANTS, Plan
+from study_plan import METRICS, SWEEP, VARIANTS, Plan
 
 from efl_d2 import categories
 from efl_d2.losses import efl_focusing_factor
@@ -29,7 +29,7 @@ def loss_statistics(buffers: dict, cats: list[dict]) -> dict:
     number of categories whose ratio ended below 1 (where EFL's g_j < 1: it still acts)."""
     ratio = buffers["grad_ratio"]
     out = {}
-    for grp in GROUPS:
+    for grp in categories.FREQUENCY_GROUPS:
         idx = [i for i, c in enumerate(cats) if c["frequency"] == grp]
         values = [ratio[i] for i in idx]
         if not values:
@@ -259,9 +259,11 @@ def markdown(summary: dict) -> str:
                 f"{st[g]['ratio_median']:.3g} ({st[g]['ratio_min']:.3g}–{st[g]['ratio_max']:.3g})"
                 if g in st
                 else "n/a"
-                for g in GROUPS
+                for g in categories.FREQUENCY_GROUPS
             ]
-            below = "/".join(str(st[g]["ratio_below_1"]) if g in st else "-" for g in GROUPS)
+            below = "/".join(
+                str(st[g]["ratio_below_1"]) if g in st else "-" for g in categories.FREQUENCY_GROUPS
+            )
             lines.append(f"| `{name}` | {seed} | " + " | ".join(cells) + f" | {below} |")
     c = summary["conditions"]
     lines += [
@@ -356,7 +358,7 @@ def plots(summary: dict, runs: dict[str, list[dict]], out_dir: str) -> list[str]
             tr = [r["efl_trace"] for r in runs[n] if "efl/gamma_r" in r["efl_trace"]]
             length = min(len(t["iteration"]) for t in tr)
             it = np.array(tr[0]["iteration"][:length]) + 1
-            for g in GROUPS if n in main else ("r",):
+            for g in categories.FREQUENCY_GROUPS if n in main else ("r",):
                 ys = np.array([t[f"efl/gamma_{g}"][:length] for t in tr])
                 axes[0].plot(
                     it,

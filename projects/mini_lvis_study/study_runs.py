@@ -18,6 +18,7 @@ import time
 from study_plan import METRICS, VARIANTS, Plan, schedule_overrides
 
 from efl_d2 import categories
+from efl_d2._atomic import atomic_write_text
 from efl_d2.evaluation import read_per_category_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,7 +161,7 @@ def read_metrics(path: str) -> list[dict]:
     return MetricsTail(path).new_rows()
 
 
-def per_category_ap(run_out: str, ds: dict, box_ap: float) -> dict[str, float]:
+def read_run_category_ap(run_out: str, ds: dict, box_ap: float) -> dict[str, float]:
     """AP per category id (as text) in percent, NaN where undefined, from the per-category report
     the evaluator wrote. It writes none when there are no detections (box AP NaN): all NaN then."""
     path = os.path.join(run_out, PER_CATEGORY_REPORT)
@@ -301,7 +302,7 @@ def train_one(
         "seed": seed,
         "identity": ident,
         "metrics": box_ap,
-        "per_category_ap": per_category_ap(out, ds, box_ap["AP"]),
+        "per_category_ap": read_run_category_ap(out, ds, box_ap["AP"]),
         "efl_trace": efl_trace(metrics),
         "loss_buffers": final_loss_buffers(os.path.join(out, "model_final.pth")),
         "train_loss_cls": late_training_loss(metrics, plan.max_iter),
@@ -310,9 +311,7 @@ def train_one(
         "threads": env.get("OMP_NUM_THREADS", "default"),
         "median_iter_s": sorted(train_times)[len(train_times) // 2] if train_times else None,
     }
-    with open(done + ".tmp", "w") as f:
-        json.dump(res, f)
-    os.replace(done + ".tmp", done)
+    atomic_write_text(done, json.dumps(res))
     m = res["metrics"]
     say(
         f"[study] {tag} {variant} seed {seed}: done in {wall:.0f} s  AP {m['AP']:.2f}  "

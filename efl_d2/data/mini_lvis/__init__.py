@@ -57,8 +57,6 @@ PIL and :mod:`efl_d2.categories` (LVIS's frequency groups; numpy only). Command 
     python -m efl_d2.data.mini_lvis --root datasets [--seed 0] [--num-train-images 600] ...
 """
 
-# The generator's frequency groups are LVIS v1's; the thresholds stay importable from here.
-from ...categories import COMMON_MAX_IMAGES, RARE_MAX_IMAGES, frequency_group
 from .build import ensure_mini_lvis, generate_mini_lvis
 from .categories import COLOURS, SHAPES, TEXTURES, CategorySpec
 from .cli import main
@@ -74,15 +72,12 @@ from .paths import (
 
 __all__ = [
     "COLOURS",
-    "COMMON_MAX_IMAGES",
     "FORMAT_VERSION",
-    "RARE_MAX_IMAGES",
     "SHAPES",
     "TEXTURES",
     "CategorySpec",
     "MiniLVISPaths",
     "ensure_mini_lvis",
-    "frequency_group",
     "generate_mini_lvis",
     "is_complete",
     "load_meta",

@@ -128,7 +128,8 @@ def test_frequency_group_boundaries():
     assert got == {0: "r", 1: "r", 10: "r", 11: "c", 100: "c", 101: "f", 10_000: "f"}
     with pytest.raises(ValueError, match=">= 0"):
         cat.frequency_group(-1)
-    assert mini_lvis.frequency_group is cat.frequency_group  # the generator uses the same rule
+    # the generator uses the same rule
+    assert mini_lvis.categories.frequency_group is cat.frequency_group
 
 
 def test_categories_in_sorted_id_order_and_missing_frequency_is_an_error():
