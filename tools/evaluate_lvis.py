@@ -9,17 +9,26 @@ Box AP with the numbers of lvis-api (``efl_d2.evaluation.evaluate_lvis``): ``--p
 2021: the top ``--dets-per-category`` detections of each category over the dataset, no
 per-image limit) or ``pooled`` (AP-pool: as fixed, one precision-recall curve per frequency
 group). ``--image-ids`` restricts the evaluation to some images (their GT and detections).
-Prints the metrics as a table; ``--json`` also writes them (atomically). Exit status 2 on bad
-input (missing or broken file, unknown image ids), before any scoring.
+Prints the metrics as a table; ``--json`` also writes them (atomically) as strict JSON, with null
+for a metric that is undefined (lvis-api's -1, -100 in the table: e.g. APr without rare
+categories) or not a number.
+
+Exit status 2 on bad input, before any scoring and with nothing written, after an ``error:``
+message on stderr: a missing or broken file, ``--image-ids`` not in the ground truth, or results
+that cannot be scored (``efl_d2.evaluation.lvis_inputs.lvis_results_problems``: an empty list,
+image or category ids not in the ground truth, NaN or infinite scores or box values, negative
+box sizes), each kind listed with its count and first result.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+from typing import NoReturn
 
 
 def parse_args(argv=None):
@@ -35,22 +44,50 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def strict_json_metrics(metrics: dict) -> dict:
+    """``metrics`` with None (JSON null) for an undefined value: NaN or infinite, or negative
+    (lvis-api's -1 for "no category / GT to average over", -100 in percent; a defined AP is
+    >= 0)."""
+    return {k: v if math.isfinite(v) and v >= 0 else None for k, v in metrics.items()}
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from detectron2.utils.logger import create_small_table, setup_logger
 
     import efl_d2  # noqa: F401  (warning filters)
-    from efl_d2.checkpoint import atomic_write
+    from efl_d2._atomic import atomic_write_text
     from efl_d2.data.datasets import DatasetFileError, read_json
     from efl_d2.evaluation import evaluate_lvis
-    from efl_d2.evaluation.lvis_inputs import read_lvis_results
+    from efl_d2.evaluation.lvis_inputs import lvis_results_problems, read_lvis_results
 
     setup_logger(name="efl_d2")
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        _fail(f"--json {args.json}: no such directory")
     try:
         for path in (args.gt_json, args.results_json):
             if not os.path.isfile(path):
                 raise DatasetFileError(f"{path}: no such file")
-        gt, results = read_json(args.gt_json), read_lvis_results(args.results_json)
+        gt = read_json(args.gt_json)
+        if not isinstance(gt, dict) or not {"images", "annotations", "categories"} <= gt.keys():
+            raise DatasetFileError(
+                f"{args.gt_json}: not an LVIS ground truth (a JSON object with images, "
+                "annotations and categories)"
+            )
+        results = read_lvis_results(args.results_json)
+        problems = lvis_results_problems(gt, results)
+        if problems:
+            _fail(
+                f"{args.results_json}: cannot score it: {len(problems)} problem(s)\n"
+                + "".join(f"  - {p}\n" for p in problems)
+                + f"  Check that they are results on {args.gt_json}, correct or drop these "
+                "results and run again; nothing was scored or written."
+            )
         start = time.perf_counter()
         metrics = evaluate_lvis(
             gt,
@@ -61,15 +98,17 @@ def main(argv=None) -> dict:
             image_ids=args.image_ids,
             num_workers=args.workers,
         )
-    except (DatasetFileError, ValueError, KeyError) as e:
-        print(f"evaluate_lvis: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    except (DatasetFileError, ValueError) as e:
+        _fail(str(e))
+    except KeyError as e:
+        _fail(f"{args.gt_json}: a record lacks the field {e}")
     print(create_small_table(metrics))
     print(
         f"({len(results['score'])} detections, {args.protocol} protocol, {time.perf_counter() - start:.1f} s)"
     )
     if args.json:
-        atomic_write(args.json, lambda f: json.dump(metrics, f, indent=2), mode="w")
+        text = json.dumps(strict_json_metrics(metrics), indent=2, allow_nan=False)
+        atomic_write_text(args.json, text + "\n")
     return metrics
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "PROTOCOLS",
     "LVISArrays",
     "lvis_arrays",
+    "lvis_results_problems",
     "rank_in_runs",
     "read_lvis_results",
     "segment_starts",
@@ -144,6 +145,63 @@ def read_lvis_results(path: str) -> dict:
         raise DatasetFileError(f"{path}: every bbox must have 4 numbers.")
     out["bbox"] = np.frombuffer(boxes, dtype=np.float64).reshape(-1, 4)
     return out
+
+
+def _describe_result(i: int, img, cat, box, score) -> str:
+    return (
+        f"results[{i}]: image_id {int(img[i])}, category_id {int(cat[i])}, "
+        f"bbox {[float(v) for v in box[i]]}, score {float(score[i])}"
+    )
+
+
+def lvis_results_problems(gt, results) -> list[str]:
+    """What makes LVIS ``results`` unscorable against the ground truth ``gt``: one line per kind
+    of problem, with how many results have it and the first of them (its index in the results
+    list, image_id, category_id, bbox, score); empty if there is none.
+
+    Args:
+        gt: LVIS-format ground truth: json path, dict or ``lvis.LVIS``.
+        results: as :func:`read_lvis_results` returns them (a dict of arrays), or a list of
+            result dicts.
+
+    The kinds: an empty results list (lvis-api fails on it; there is nothing to score); an
+    ``image_id`` that is not an image of ``gt`` (lvis-api asserts; images of ``gt`` left out of
+    an evaluation by ``image_ids`` are fine); a ``category_id`` that is not a category of ``gt``
+    (lvis-api drops such results without a word); a score that is NaN or infinite (it breaks the
+    per-image limit and the ranking: all-NaN scores still give an AP, a wrong one); a bbox value
+    that is NaN or infinite; a negative width or height. A negative size gives IoU 0 with every
+    box (pycocotools' ``bbIou``) and an area ``w * h`` that is negative when one side is, which
+    lies outside every area range, so lvis-api ignores the detection instead of counting it as a
+    false positive. A zero width or height is legal: IoU 0 and area 0 (in the "all" and "small"
+    ranges), a false positive like any other miss, as lvis-api and pycocotools score it.
+    """
+    data = _dataset_dict(gt)
+    img, cat, box, score = _results_arrays(results)
+    if len(score) == 0:
+        return ["the results list is empty: there is no detection to score"]
+    img_ids = np.unique(np.fromiter((im["id"] for im in data["images"]), np.int64))
+    cat_ids = np.unique(np.fromiter((c["id"] for c in data["categories"]), np.int64))
+    finite_box = np.isfinite(box).all(axis=1)
+    kinds = (
+        (
+            ~np.isin(img, img_ids),
+            f"an image_id that is not among the ground truth's {len(img_ids)} images",
+        ),
+        (
+            ~np.isin(cat, cat_ids),
+            f"a category_id that is not among the ground truth's {len(cat_ids)} categories",
+        ),
+        (~np.isfinite(score), "a score that is NaN or infinite"),
+        (~finite_box, "a bbox value that is NaN or infinite"),
+        (finite_box & (box[:, 2:] < 0).any(axis=1), "a negative bbox width or height"),
+    )
+    problems = []
+    for bad, what in kinds:
+        n = int(np.count_nonzero(bad))
+        if n:
+            first = _describe_result(int(np.argmax(bad)), img, cat, box, score)
+            problems.append(f"{n} result(s) with {what}; the first: {first}")
+    return problems
 
 
 def segment_starts(keys: np.ndarray) -> np.ndarray:
