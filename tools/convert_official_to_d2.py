@@ -11,12 +11,16 @@ or bare) with or without DDP's ``module.`` prefix. The output holds tensors only
 ``efl_d2.checkpoint.EFLCheckpointer`` (``train.init_checkpoint=``, ``model_zoo.get(...,
 weights=...)``), which also reads the official file directly. Details (anchor order, channel
 layout, box deltas, P6/P7): ``efl_d2/official/conversion.py``.
+
+An input that is missing, a directory, unreadable, not a checkpoint or not an official one is one
+``error:`` line on stderr and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import torch
 
@@ -24,10 +28,19 @@ from efl_d2.checkpoint import (
     CheckpointReadError,
     EFLCheckpointer,
     atomic_write,
+    check_checkpoint_file,
     load_checkpoint_file,
 )
 from efl_d2.checkpoint.formats import OFFICIAL_AUTHOR
 from efl_d2.official import check_official_architecture, convert_official_to_d2
+
+
+def _fail(message: str) -> NoReturn:
+    """``error: <message>`` on stderr, exit status 2 (the SystemExit's text is the line too)."""
+    print(f"error: {message}", file=sys.stderr)
+    exit_ = SystemExit(f"error: {message}")
+    exit_.code = 2
+    raise exit_
 
 
 def main(argv: list | None = None) -> dict:
@@ -56,15 +69,18 @@ def main(argv: list | None = None) -> dict:
     args = parser.parse_args(argv)
 
     try:  # the checkpointer's reading: tensors only unless trusted, errors naming the file
+        check_checkpoint_file(args.input)
         obj = load_checkpoint_file(args.input, allow_unsafe_pickle=args.trust_pickle)
-    except (CheckpointReadError, RuntimeError, OSError) as e:
-        hint = (
-            ""
-            if args.trust_pickle
-            else "\nIf the file comes from a source you trust, rerun with --trust-pickle."
-        )
-        raise SystemExit(f"cannot read {args.input}: {e}{hint}") from e
-    state, info = convert_official_to_d2(obj, cls_layout=args.cls_layout)
+    except CheckpointReadError as e:
+        _fail(str(e))
+    except (RuntimeError, OSError) as e:  # Python objects other than tensors
+        hint = "" if args.trust_pickle else " If you trust its source, rerun with --trust-pickle."
+        _fail(f"cannot read {args.input}: {e}{hint}")
+    try:
+        state, info = convert_official_to_d2(obj, cls_layout=args.cls_layout)
+    except (KeyError, ValueError, TypeError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        _fail(f"{args.input}: {msg}; pass an official EFL release checkpoint")
     data = {
         "model": state,
         "__author__": OFFICIAL_AUTHOR,

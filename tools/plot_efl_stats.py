@@ -11,12 +11,16 @@ what the checkpoint itself knows about how often each category was seen.
 
     python tools/plot_efl_stats.py output/model_final.pth --json datasets/lvis/lvis_v1_train.json \
         --output efl_stats.png
+
+A checkpoint that is missing, a directory, unreadable, not a checkpoint or without EFL
+statistics is one ``error:`` line on stderr and exit status 2, before anything else is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import numpy as np
 
@@ -32,21 +36,27 @@ from efl_d2.evaluation.plots import LEGEND_ORDER, frequency_colors
 from efl_d2.losses import efl_focusing_factor
 
 
+def _fail(message: str) -> NoReturn:
+    """``error: <message>`` on stderr, exit status 2 (the SystemExit's text is the line too)."""
+    print(f"error: {message}", file=sys.stderr)
+    exit_ = SystemExit(f"error: {message}")
+    exit_.code = 2
+    raise exit_
+
+
 def load_statistics(checkpoint: str) -> dict[str, dict[str, np.ndarray]]:
     """``{loss prefix: {"pos_grad", "neg_grad", "pos_neg"}}`` (float64 arrays) of a checkpoint."""
-    from efl_d2.checkpoint import CheckpointReadError, read_loss_statistics
+    from efl_d2.checkpoint import CheckpointReadError, check_checkpoint_file, read_loss_statistics
 
     try:
+        check_checkpoint_file(checkpoint)
         stats = read_loss_statistics(checkpoint)
     except (CheckpointReadError, RuntimeError, OSError) as e:
-        raise SystemExit(
-            f"cannot read {checkpoint} as a torch checkpoint of tensors ({e}); "
-            "expected a detectron2 .pth with a 'model' state dict"
-        ) from e
+        _fail(f"{e} (expected a detectron2 .pth with a 'model' state dict of tensors)")
     out = {name: {k: v.numpy() for k, v in s.items()} for name, s in stats.items()}
     if not out:
-        raise SystemExit(
-            f"{checkpoint} has no EFL statistics (no state-dict key ends in 'pos_neg'); "
+        _fail(
+            f"{checkpoint} has no EFL statistics (no state-dict key ends in 'pos_neg'): "
             "was it trained with EqualizedFocalLoss / EQLv2FocalLoss?"
         )
     return out
@@ -83,8 +93,9 @@ def compute_plot_data(
     key = counts if counts is not None else stats.get("pos_grad", np.zeros_like(g))
     key = np.asarray(key, dtype=np.float64)
     if key.shape != g.shape:
-        raise SystemExit(
-            f"the json has {key.shape[0]} categories but the checkpoint's loss has {g.shape[0]}"
+        _fail(
+            f"the json has {key.shape[0]} categories but the checkpoint's loss has {g.shape[0]}: "
+            "pass the training json of this checkpoint's dataset"
         )
     order = frequency_order(key)
     gamma = efl_focusing_factor(g, gamma_b=gamma_b, scale=scale)
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
 
     matplotlib.use("Agg")  # a file-writing tool: no display needed
 
-    stats = load_statistics(args.checkpoint)
+    stats = load_statistics(args.checkpoint)  # first: a bad checkpoint fails before the json
     counts = letters = None
     key_label = "by accumulated positive gradient"
     if args.json:

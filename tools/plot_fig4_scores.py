@@ -13,6 +13,11 @@ config's test-time resize. A sample is an anchor, labelled exactly as in a train
 (``model.label_anchors``); for category j the positive score is the mean of sigmoid(logit_j) over
 the anchors assigned to j, the negative score the mean over all other anchors. Categories are
 sorted by number of training images (the first config's training set), rare ones shaded.
+
+A CHECKPOINT that is missing, a directory, unreadable or not a checkpoint is one ``error:`` line
+on stderr and exit status 2, every panel's checked before any dataset is read or model built
+(URLs are fetched when loaded); one that does not fit its config's model is an ``error:`` and
+status 2 too, listing the keys that differ.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
+
+
+def _fail(message: str) -> NoReturn:
+    """``error: <message>`` on stderr, exit status 2 (the SystemExit's text is the line too)."""
+    print(f"error: {message}", file=sys.stderr)
+    exit_ = SystemExit(f"error: {message}")
+    exit_.code = 2
+    raise exit_
 
 
 def main(argv: list | None = None):
@@ -49,7 +63,18 @@ def main(argv: list | None = None):
 
     from efl_d2 import analysis, model_zoo
     from efl_d2.categories import category_image_counts, frequency_order
+    from efl_d2.checkpoint import (
+        CheckpointMismatchError,
+        CheckpointReadError,
+        check_checkpoint_file,
+    )
     from efl_d2.data import class_frequencies
+
+    for label, _, checkpoint in args.panel:
+        try:
+            check_checkpoint_file(checkpoint)
+        except CheckpointReadError as e:
+            _fail(f"--panel {label}: {e}")
 
     first_cfg = model_zoo.get_config(args.panel[0][1])
     dataset = args.dataset
@@ -63,7 +88,10 @@ def main(argv: list | None = None):
     panels = {}
     for label, config, checkpoint in args.panel:
         cfg = model_zoo.get_config(config)
-        model = model_zoo.build_model(cfg, weights=checkpoint, device=args.device, strict=True)
+        try:
+            model = model_zoo.build_model(cfg, weights=checkpoint, device=args.device, strict=True)
+        except (CheckpointReadError, CheckpointMismatchError) as e:
+            _fail(f"--panel {label}: {e}")
         analysis.check_class_count(dataset, int(model.num_classes))
         panels[label] = analysis.mean_scores_per_category(
             model, dicts, analysis.scoring_mapper_from_config(cfg)

@@ -6,16 +6,28 @@
     python tools/predict.py --config-file <config> --trained --input a.jpg b.jpg --output out/
 
 ``--config-file`` is a path relative to efl_d2's ``configs/`` (model-zoo style) or a config file;
-``--checkpoint`` any file ``EFLCheckpointer`` reads (detectron2, official EFL release), ``--trained``
-the model-zoo weights. Class names come from the config's test dataset (``--dataset`` to choose
-another registered dataset). Output: ``<output>/<image name>.png`` (detections drawn with
-detectron2's Visualizer, the threshold written on the picture: by default the rule of
-``efl_d2.visualization.score_threshold``, score >= max(0.05, 0.5 x the image's top score), or a
-fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all detections >= ``--json-thresh``:
-bbox [x, y, w, h] in pixels, score, category_id (0-based), category_name; and each image's
-``vis_threshold``; images that could not be read are listed under ``failed`` and make the exit
-status 1, after the others are done). ``predictions.json`` is written atomically. Trailing
-``key=value`` arguments override config values.
+``--checkpoint`` any file ``EFLCheckpointer`` reads (detectron2, official EFL release) or a URL,
+``--trained`` the model-zoo weights. Class names come from the config's test dataset
+(``--dataset`` to choose another registered dataset). Output: ``<output>/<image name>.png``
+(detections drawn with detectron2's Visualizer, the threshold written on the picture: by default
+the rule of ``efl_d2.visualization.score_threshold``, score >= max(0.05, 0.5 x the image's top
+score), or a fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all detections >=
+``--json-thresh``: bbox [x, y, w, h] in pixels of the input image, score, category_id (0-based),
+category_name; and each image's ``vis_threshold``; images that could not be read are listed under
+``failed`` and make the exit status 1, after the others are done). ``predictions.json`` is
+written atomically. Trailing ``key=value`` arguments override config values.
+
+Memory follows the test size (the config's test-time resize), not the image's: each image is read
+once as uint8 and resized before anything else (``efl_d2.model_zoo.LazyPredictor``). A picture
+is drawn at the image's size unless the model saw the image shrunk more than
+``DRAW_FACTOR`` (2) times, e.g. a 6000x6000 photo at a test size of 800: then it is drawn on a
+copy ``DRAW_FACTOR`` times the test size (1600x1600), boxes scaled to it; its PNG is that size,
+while ``predictions.json`` stays in the input image's pixels.
+
+Errors are an ``error:`` line on stderr and a non-zero exit status. Status 2: a ``--checkpoint``
+that is missing, a directory, unreadable or not a checkpoint (one line naming it, checked before
+anything is built; URLs are fetched when loaded), an unknown config, or weights that do not fit
+the model (the line is followed by the keys that differ).
 """
 
 from __future__ import annotations
@@ -24,8 +36,18 @@ import argparse
 import json
 import os
 import sys
+from typing import NoReturn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DRAW_FACTOR = 2.0  # pictures are drawn at most this many times the size the model saw
+
+
+def _fail(message: str) -> NoReturn:
+    """``error: <message>`` on stderr, exit status 2 (the SystemExit's text is the line too)."""
+    print(f"error: {message}", file=sys.stderr)
+    exit_ = SystemExit(f"error: {message}")
+    exit_.code = 2
+    raise exit_
 
 
 def list_images(inputs: list, max_images: int | None = None) -> list:
@@ -41,10 +63,32 @@ def list_images(inputs: list, max_images: int | None = None) -> list:
         elif os.path.isfile(item):
             files.append(item)
         else:
-            raise SystemExit(f"--input {item!r} is neither an image file nor a folder")
+            raise SystemExit(f"error: --input {item!r} is neither an image file nor a folder")
     if not files:
-        raise SystemExit(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}")
+        raise SystemExit(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}")
     return files[:max_images] if max_images else files
+
+
+def drawing_size(height: int, width: int, test_size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) to draw an image of ``height`` x ``width`` at: its own size, unless the
+    model saw it (at ``test_size``) shrunk more than ``DRAW_FACTOR`` times; then ``DRAW_FACTOR``
+    times the test size, with the image's aspect ratio."""
+    scale = DRAW_FACTOR * max(test_size[0] / height, test_size[1] / width)
+    if scale >= 1:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def rescaled(instances, size: tuple[int, int]):
+    """A copy of ``instances`` with its boxes in the pixels of its image resized to ``size``."""
+    from detectron2.structures import Instances
+
+    height, width = instances.image_size
+    out = Instances(size, **instances.get_fields())
+    boxes = instances.pred_boxes.clone()
+    boxes.scale(size[1] / width, size[0] / height)
+    out.pred_boxes = boxes
+    return out
 
 
 def main(argv: list | None = None) -> dict:
@@ -72,37 +116,79 @@ def main(argv: list | None = None) -> dict:
 
     # efl_d2 first: its warning filters then cover detectron2's imports
     from efl_d2 import model_zoo  # noqa: I001
-    from efl_d2.checkpoint import atomic_write
+    from efl_d2.checkpoint import (
+        CheckpointMismatchError,
+        CheckpointReadError,
+        atomic_write,
+        check_checkpoint_file,
+    )
     from efl_d2.visualization import draw_predictions
     from detectron2.config import LazyConfig
     from PIL import Image
+
+    # everything that can be checked without building anything, first
+    try:
+        if args.checkpoint:
+            check_checkpoint_file(args.checkpoint)
+        model_zoo.get_config_file(args.config_file)
+        if args.trained:
+            model_zoo.get_checkpoint_entry(args.config_file)
+    except (CheckpointReadError, RuntimeError) as e:
+        _fail(str(e))
+    images = list_images(args.input, args.max_images)
 
     cfg = model_zoo.get_config(args.config_file, trained=args.trained)
     if args.opts:
         cfg = LazyConfig.apply_overrides(cfg, args.opts)
     checkpoint = cfg.train.init_checkpoint if args.trained else args.checkpoint
-    model = model_zoo.build_model(cfg, weights=checkpoint, device=args.device, strict=True)
+    try:
+        model = model_zoo.build_model(cfg, weights=checkpoint, device=args.device, strict=True)
+    except (CheckpointReadError, CheckpointMismatchError) as e:
+        _fail(str(e))
     predictor = model_zoo.LazyPredictor(cfg, model)
     try:
         metadata = model_zoo.metadata_from_config(cfg, fallback=args.dataset)
     except ValueError as e:
-        raise SystemExit(str(e)) from e
+        raise SystemExit(f"error: {e}") from e
     if args.dataset:
         from detectron2.data import MetadataCatalog
 
         metadata = MetadataCatalog.get(args.dataset)
         if not hasattr(metadata, "thing_classes"):
-            raise SystemExit(f"--dataset {args.dataset!r} has no class names (thing_classes)")
+            raise SystemExit(
+                f"error: --dataset {args.dataset!r} has no class names (thing_classes)"
+            )
     class_names = list(metadata.thing_classes)
     num_classes = getattr(model, "num_classes", len(class_names))
     if num_classes != len(class_names):
         raise SystemExit(
-            f"the model predicts {num_classes} classes but dataset {metadata.name!r} has "
+            f"error: the model predicts {num_classes} classes but dataset {metadata.name!r} has "
             f"{len(class_names)} class names; pass --dataset with the training dataset's name"
         )
 
+    def predict_one(path: str, image, name: str) -> dict:
+        """Detections of one image and its picture."""
+        instances = predictor(image)
+        height, width = image.shape[:2]
+        size = drawing_size(height, width, predictor.test_size)
+        shown = instances if size == (height, width) else rescaled(instances, size)
+        drawn, thresh, num_drawn = draw_predictions(
+            predictor.to_rgb(image, size), shown, metadata, fixed_threshold=args.vis_thresh
+        )
+        vis_path = os.path.join(args.output, name + ".png")
+        Image.fromarray(drawn).save(vis_path)
+        keep = instances[instances.scores >= args.json_thresh]
+        print(f"{path}: {len(keep)} detections ({num_drawn} drawn at score >= {thresh:.2f})")
+        return {
+            "file_name": os.path.abspath(path),
+            "visualization": os.path.abspath(vis_path),
+            "height": int(height),
+            "width": int(width),
+            "vis_threshold": thresh,
+            "instances": model_zoo.instances_to_records(keep, class_names),
+        }
+
     os.makedirs(args.output, exist_ok=True)
-    images = list_images(args.input, args.max_images)
     records, used = [], set()
     failed = []
     for path in images:
@@ -112,30 +198,14 @@ def main(argv: list | None = None) -> dict:
             print(f"warning: {e}", file=sys.stderr)
             failed.append({"file_name": os.path.abspath(path), "error": str(e)})
             continue
-        instances = predictor(image)
         stem = os.path.splitext(os.path.basename(path))[0]
         name, k = stem, 1
         while name in used:  # same file name in two input folders
             k += 1
             name = f"{stem}_{k}"
         used.add(name)
-        drawn, thresh, num_drawn = draw_predictions(
-            predictor.to_rgb(image), instances, metadata, fixed_threshold=args.vis_thresh
-        )
-        vis_path = os.path.join(args.output, name + ".png")
-        Image.fromarray(drawn).save(vis_path)
-        keep = instances[instances.scores >= args.json_thresh]
-        records.append(
-            {
-                "file_name": os.path.abspath(path),
-                "visualization": os.path.abspath(vis_path),
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-                "vis_threshold": thresh,
-                "instances": model_zoo.instances_to_records(keep, class_names),
-            }
-        )
-        print(f"{path}: {len(keep)} detections ({num_drawn} drawn at score >= {thresh:.2f})")
+        records.append(predict_one(path, image, name))
+        del image  # before the next one is read: one full-size image at a time
     out = {
         "config": args.config_file,
         "checkpoint": checkpoint,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -24,6 +25,7 @@ __all__ = [
     "OFFICIAL_AUTHOR",
     "TORCHVISION_AUTHOR",
     "CheckpointReadError",
+    "check_checkpoint_file",
     "interpret_checkpoint",
     "load_checkpoint_file",
     "read_loss_statistics",
@@ -40,14 +42,106 @@ class CheckpointReadError(RuntimeError):
     it."""
 
 
-def load_checkpoint_file(f: str, *, allow_unsafe_pickle: bool = False):
-    """``torch.load`` of a checkpoint file on the CPU, tensors only unless
-    ``allow_unsafe_pickle``, with errors that name the file (:class:`CheckpointReadError`)."""
-    if os.path.isfile(f) and os.path.getsize(f) == 0:
+def _is_url(path: str) -> bool:
+    """A remote checkpoint (``https://``, ``detectron2://``, ...): fetched when loaded."""
+    return "://" in path
+
+
+def _check_local_file(path: str) -> bytes:
+    """Raise :class:`CheckpointReadError` unless ``path`` is an existing, readable, non-empty
+    file (the message says what to do); returns its first 4 bytes."""
+    if os.path.isdir(path):
+        suggested = _suggested_file(path)
         raise CheckpointReadError(
-            f"Checkpoint {f} is empty (0 bytes; an interrupted save?): delete it, or point at "
+            f"Checkpoint {path} is a directory, not a checkpoint file: pass a checkpoint file "
+            + (f"such as {suggested}." if suggested else "(e.g. a training run's model_final.pth).")
+        )
+    if not os.path.exists(path):
+        where = "" if os.path.isabs(path) else f" (relative to {os.getcwd()})"
+        raise CheckpointReadError(
+            f"Checkpoint {path}: no such file{where}. Check the path, or pass a URL."
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except PermissionError as e:
+        raise CheckpointReadError(
+            f"Checkpoint {path} cannot be read (permission denied): make it readable "
+            "(chmod a+r) or copy it somewhere readable."
+        ) from e
+    except OSError as e:
+        raise CheckpointReadError(
+            f"Checkpoint {path} cannot be read ({e.strerror or e}): check the file and its disk."
+        ) from e
+    if not head:
+        raise CheckpointReadError(
+            f"Checkpoint {path} is empty (0 bytes; an interrupted save?): delete it, or point at "
             "another checkpoint."
         )
+    return head
+
+
+def _suggested_file(directory: str) -> str:
+    """The checkpoint of a training output folder to name in a message: the one its
+    ``last_checkpoint`` names, else the last ``*.pth`` / ``*.pkl`` by name; "" if none."""
+    try:
+        names = os.listdir(directory)
+        if "last_checkpoint" in names:
+            with open(os.path.join(directory, "last_checkpoint")) as f:
+                tagged = f.read().strip()
+            if tagged in names:
+                return os.path.join(directory, tagged)
+    except OSError:
+        return ""
+    files = sorted(n for n in names if n.endswith((".pth", ".pkl")))
+    return os.path.join(directory, files[-1]) if files else ""
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Check, cheaply, that a local checkpoint can be loaded, before any work is done with it.
+
+    Raises :class:`CheckpointReadError` (one line naming ``path`` and saying what to do) for a
+    missing file, a directory, a file that cannot be opened (permissions), an empty file, and a
+    file that is not a checkpoint by its first bytes: neither a zip written by ``torch.save``
+    (whose directory must be intact and hold a ``data.pkl``: a truncated download fails here)
+    nor a pickle (legacy ``torch.save``, detectron2 ``.pkl``). Only the header and a zip's
+    directory are read, not the tensors: a file that passes can still fail to load (e.g. a
+    truncated legacy pickle), which :func:`load_checkpoint_file` / ``EFLCheckpointer`` then
+    report. URLs (anything with ``://``: ``https://``, ``detectron2://``, ...) are not checked:
+    they are fetched when loaded.
+    """
+    if _is_url(path):
+        return
+    head = _check_local_file(path)
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise CheckpointReadError(
+                f"Checkpoint {path} is truncated or damaged (its zip directory cannot be read: "
+                f"{e}): download or copy it again, or point at another checkpoint."
+            ) from e
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            raise CheckpointReadError(
+                f"Checkpoint {path} is a zip archive but not a PyTorch checkpoint (no data.pkl "
+                "in it): point at a .pth written by torch.save."
+            )
+    # a pickle: protocol 2+ starts with PROTO (0x80), protocols 0/1 with MARK or an empty dict
+    # or list
+    elif head[:1] not in (b"\x80", b"(", b"}", b"]"):
+        raise CheckpointReadError(
+            f"Checkpoint {path} is not a PyTorch checkpoint (neither a torch.save file nor a "
+            f"pickle: it starts with {head!r}): point at a .pth or .pkl checkpoint."
+        )
+
+
+def load_checkpoint_file(f: str, *, allow_unsafe_pickle: bool = False):
+    """``torch.load`` of a checkpoint file on the CPU, tensors only unless
+    ``allow_unsafe_pickle``, with errors that name the file (:class:`CheckpointReadError`;
+    a missing file, a directory or a file without read permission is said to be one)."""
+    if isinstance(f, (str, os.PathLike)) and not _is_url(os.fspath(f)):
+        _check_local_file(os.fspath(f))
     try:
         return torch.load(f, map_location=torch.device("cpu"), weights_only=True)
     except pickle.UnpicklingError as e:

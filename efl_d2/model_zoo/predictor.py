@@ -7,19 +7,68 @@ import torch
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import convert_image_to_rgb, read_image
+from detectron2.data.detection_utils import (
+    _apply_exif_orientation,
+    convert_image_to_rgb,
+    read_image,
+)
 from detectron2.structures import Instances
+from detectron2.utils.file_io import PathManager
 from omegaconf import OmegaConf
+from PIL import Image
 
 __all__ = ["LazyPredictor", "instances_to_records", "metadata_from_config"]
+
+# Test-time augmentations that treat every channel alike (resizes; the official
+# OpenCVResizeShortestEdge is a ResizeShortestEdge): they may run on an image in either channel
+# order.
+_CHANNELWISE_AUGMENTATIONS = (T.ResizeShortestEdge, T.Resize, T.ResizeScale)
 
 
 def _test_mapper(cfg):
     return OmegaConf.select(cfg, "dataloader.test.mapper", default=None)
 
 
+def _memory_order(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``image``, or its channel-reversed view when that one is C-contiguous (``read``'s BGR is a
+    reversed view of the decoded RGB), and whether it is the reversed view. PIL's
+    ``Image.fromarray`` and OpenCV copy an array of any other layout whole before resizing it."""
+    if image.ndim == 3 and not image.flags.c_contiguous:
+        reversed_view = image[:, :, ::-1]
+        if reversed_view.flags.c_contiguous:
+            return reversed_view, True
+    return image, False
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    """An image file as a C-contiguous (H, W, 3) uint8 RGB array, EXIF orientation applied: the
+    pixels of detectron2's ``read_image(path, "RGB")``, without its extra full-size copy (its
+    ``convert("RGB")`` copies an image that is RGB already)."""
+    with PathManager.open(path, "rb") as f:
+        image = _apply_exif_orientation(Image.open(f))
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(image)
+
+
+def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (H, W, C) uint8 image resized to ``size`` (height, width) with PIL's antialiased
+    bilinear filter, in its memory order (a channel-reversed view is resized as stored and the
+    small result reversed): no full-size copy beyond the one PIL holds while resizing."""
+    source, reversed_ = _memory_order(image)
+    pil = Image.fromarray(np.ascontiguousarray(source))
+    out = np.asarray(pil.resize((size[1], size[0]), Image.BILINEAR))
+    return out[:, :, ::-1] if reversed_ else out
+
+
 class LazyPredictor:
     """Pre-process one image as the config's test mapper does, run the model, return Instances.
+
+    Memory follows the test size, not the image's: the image is read once as uint8 and resized to
+    the test size before anything else (:meth:`preprocess`); the float tensor, the model's work
+    and the boxes are at the test size (boxes are scaled back to the image's pixels by the model's
+    post-processing). A 4000x4000 image costs about its uint8 size (48 MB) plus the transient
+    copy PIL makes to decode or resize it.
 
     Example::
 
@@ -39,11 +88,16 @@ class LazyPredictor:
         self.model = model.eval()
         mapper = _test_mapper(cfg)
         if mapper is not None and "augmentations" in mapper:
-            self.augmentations = T.AugmentationList(instantiate(mapper.augmentations))
+            augmentations = list(instantiate(mapper.augmentations))
         else:
-            self.augmentations = T.AugmentationList([T.ResizeShortestEdge(800, 1333)])
+            augmentations = [T.ResizeShortestEdge(800, 1333)]
+        self.augmentations = T.AugmentationList(augmentations)
+        self._channelwise = all(isinstance(a, _CHANNELWISE_AUGMENTATIONS) for a in augmentations)
         fmt = mapper.get("image_format", None) if mapper is not None else None
         self.input_format = fmt or getattr(model, "input_format", "BGR")
+        #: (height, width) the last image was resized to for the model (the test size); None
+        #: before the first call
+        self.test_size: tuple[int, int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -65,22 +119,53 @@ class LazyPredictor:
         elif image_format is not None and image_format != self.input_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
-        aug_input = T.AugInput(np.ascontiguousarray(image))
-        self.augmentations(aug_input)
-        tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
+        tensor = self.preprocess(image)
+        self.test_size = (int(tensor.shape[1]), int(tensor.shape[2]))
         outputs = self.model([{"image": tensor.to(self.device), "height": height, "width": width}])
         return outputs[0]["instances"].to("cpu")
 
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """The model's input for an (H, W, C) uint8 image in :attr:`input_format`: the config's
+        test-time augmentations (the resize to the test size), then a (C, h, w) float32 tensor.
+
+        The resize runs first, on the uint8 image: no full-size float array is made, and when the
+        test augmentations are resizes no full-size copy either, besides the one PIL holds while
+        resizing (resizes treat channels alike, so a channel-reversed view such as :meth:`read`'s
+        BGR is resized in its memory order and only the test-size result is reversed; the pixels
+        are those of resizing it in either order).
+        """
+        source, reversed_ = _memory_order(image) if self._channelwise else (image, False)
+        aug_input = T.AugInput(np.ascontiguousarray(source))
+        self.augmentations(aug_input)
+        resized = aug_input.image[:, :, ::-1] if reversed_ else aug_input.image
+        return torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+
     def read(self, path: str) -> np.ndarray:
-        """Read an image file as an (H, W, 3) uint8 array in :attr:`input_format`."""
+        """Read an image file as an (H, W, 3) uint8 array in :attr:`input_format`, EXIF
+        orientation applied (the pixels of detectron2's ``read_image``). For "RGB" and "BGR" the
+        decoded image is one array (BGR is a channel-reversed view of the RGB array): the
+        full-size image is held once."""
         try:
+            if self.input_format in ("RGB", "BGR"):
+                rgb = _read_rgb(path)
+                return rgb[:, :, ::-1] if self.input_format == "BGR" else rgb
             return read_image(path, format=self.input_format)
         except (OSError, SyntaxError, ValueError) as e:
             raise RuntimeError(f"Cannot read image {path!r}: {e}") from e
 
-    def to_rgb(self, image: np.ndarray) -> np.ndarray:
-        """An image read in :attr:`input_format` as RGB (for ``Visualizer``)."""
-        return convert_image_to_rgb(image, self.input_format)
+    def to_rgb(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """An image read in :attr:`input_format` as RGB (for ``Visualizer``).
+
+        Args:
+            size: (height, width) to shrink it to first (PIL's antialiased bilinear filter),
+                e.g. to draw a huge image on a smaller canvas; the resize runs on the image as
+                stored, so no full-size copy of it is kept. Default: the image's own size.
+        """
+        if size is None or tuple(size) == tuple(image.shape[:2]):
+            return convert_image_to_rgb(image, self.input_format)
+        if self.input_format in ("RGB", "BGR"):
+            return convert_image_to_rgb(_shrink(image, size), self.input_format)
+        return _shrink(convert_image_to_rgb(image, self.input_format), size)
 
 
 def metadata_from_config(cfg, fallback: str | None = None):
