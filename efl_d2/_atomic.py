@@ -1,9 +1,11 @@
 """Atomic file writes (standard library only, so light modules can use it too)."""
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable
 
-__all__ = ["TMP_MARK", "atomic_write", "atomic_write_text"]
+__all__ = ["TMP_MARK", "atomic_write", "atomic_write_text", "preemption_signals_held"]
 
 #: infix of the temporary file next to the target: ``<path>.tmp-<pid>``
 TMP_MARK = ".tmp-"
@@ -14,8 +16,27 @@ def atomic_write(path: str, write: Callable, mode: str = "wb") -> None:
 
     ``write(f)`` writes into a temporary file next to ``path`` (same file system), which is flushed,
     fsync'ed and renamed over ``path``. A crash at any point leaves at most a ``<path>.tmp-<pid>``
-    file behind, never a partial file under the final name.
+    file behind, never a partial file under the final name. SIGTERM and SIGUSR1 (a scheduler's
+    "stop soon", :mod:`efl_d2.engine.preemption`) are held back until the write is done: a signal
+    handler running in the middle of ``torch.save`` can cut a write short and fail it.
     """
+    with preemption_signals_held():
+        _write_and_rename(path, write, mode)
+
+
+@contextlib.contextmanager
+def preemption_signals_held():
+    """Block SIGTERM and SIGUSR1 in the calling thread (threads and processes it starts inherit
+    the mask); they are delivered when the block ends."""
+    held = {signal.SIGTERM, signal.SIGUSR1}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _write_and_rename(path: str, write: Callable, mode: str) -> None:
     tmp = f"{path}{TMP_MARK}{os.getpid()}"
     try:
         with open(tmp, mode) as f:

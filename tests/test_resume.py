@@ -266,7 +266,8 @@ def _assert_same_run(a, b):
     assert differing == []  # every tensor, the EFL buffers cls_loss.pos_grad/neg_grad/pos_neg too
     assert any(k.startswith("cls_loss.") for k in ca["model"])
     assert ma == mb and len(ma) == 9  # 8 iterations + the final evaluation, no line twice
-    assert [m["iteration"] for m in ma][:8] == list(range(8)) and "bbox/AP" in ma[-1]
+    assert [m["iteration"] for m in ma[:8]] == list(range(8))
+    assert "bbox/AP" in ma[-1] or ma[-1] == {}  # {}: an evaluation line left out on purpose
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +313,114 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(tmp_pa
     assert "Starting training from iteration 3" in log
     assert not [f for f in os.listdir(out) if ".tmp-" in f]
     _assert_same_run(_final_state(out), reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: SIGINT during the final evaluation, SIGTERM (preemption)
+
+# Interrupts its own process (SIGINT, as Ctrl-C) when the final evaluation starts scoring.
+_SIGINT_DURING_EVALUATION = """
+import os, runpy, signal, sys
+from efl_d2.evaluation import LVISEvaluator
+def evaluate(self):
+    os.kill(os.getpid(), signal.SIGINT)
+LVISEvaluator.evaluate = evaluate
+sys.argv = ["train_net.py", *sys.argv[1:]]
+runpy.run_path(os.path.join(os.getcwd(), "tools", "train_net.py"), run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_sigint_during_the_final_evaluation_then_resume_gives_the_uninterrupted_metrics(
+    tmp_path, reference_run
+):
+    env, reference = reference_run
+    out = tmp_path / "run"
+    proc = _run(_train_cmd(out, 0), env, script=_SIGINT_DURING_EVALUATION)
+    assert proc.returncode != 0 and (out / "model_final.pth").is_file()
+    assert not any("bbox/AP" in line for line in (out / "metrics.json").read_text().splitlines())
+    proc = _run(_train_cmd(out, 0, "--resume"), env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _assert_same_run(_final_state(out), reference)  # the evaluation line at iteration 8, once
+
+
+def _preempt(args, env, out, *, process_group: bool):
+    """Start a run, send SIGTERM once iteration 2 is logged (to the launching process only, as a
+    container runtime does, or to every process of the job, as SLURM does); return the
+    finished process and its stderr."""
+    with open(out.parent / "stderr.txt", "w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "tools/train_net.py", *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, to signal it whole
+        )
+        deadline = time.time() + 300
+        while proc.poll() is None and '"iteration": 2,' not in _text(out / "metrics.json"):
+            assert time.time() < deadline
+            time.sleep(0.05)
+        if process_group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+        err.seek(0)
+        return proc, err.read()
+
+
+def _text(path):
+    return path.read_text() if path.is_file() else ""
+
+
+def _assert_preempted(proc, stderr, out):
+    from efl_d2.engine.preemption import EXIT_PREEMPTED
+
+    assert proc.returncode == EXIT_PREEMPTED, stderr[-4000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "preempted" in errors[0] and "--resume" in errors[0], stderr
+    saved = sorted(f for f in os.listdir(out) if f.startswith("model_"))
+    assert len(saved) == 1 and saved[0] != "model_final.pth"  # only the preemption checkpoint
+    k = int(saved[0][len("model_") : -len(".pth")])
+    assert 2 <= k < 7 and torch.load(out / saved[0], weights_only=True)["iteration"] == k
+    assert json.loads(_text(out / "metrics.json").splitlines()[-1])["iteration"] == k
+    return k
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_the_current_iteration_and_resume_is_exact(tmp_path, reference_run):
+    env, reference = reference_run
+    out = tmp_path / "run"
+    args = _train_cmd(out, 0, "train.checkpointer.period=100")
+    k = _assert_preempted(*_preempt(args, env, out, process_group=False), out)
+    proc = _run([*args, "--resume"], env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Starting training from iteration {k + 1}" in proc.stdout + proc.stderr
+    _assert_same_run(_final_state(out), reference)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_run_with_data_workers_then_resume_is_exact(
+    tmp_path, reference_run
+):
+    env, _ = reference_run
+    two = ["--num-gpus", "2", "--dist-url", "auto", "train.checkpointer.period=100"]
+    reference_out = tmp_path / "reference"
+    proc = _run(_train_cmd(reference_out, 2, *two), env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    out = tmp_path / "run"
+    args = _train_cmd(out, 2, *two)
+    k = _assert_preempted(*_preempt(args, env, out, process_group=True), out)
+    proc = _run([*args, "--resume"], env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert f"Starting training from iteration {k + 1}" in proc.stdout + proc.stderr
+    (ckpt, metrics), (ref_ckpt, ref_metrics) = _final_state(out), _final_state(reference_out)
+    # bit-identical weights and training lines; the final evaluation's line is there, at the same
+    # iteration, but not compared: two CPU processes' inference of the same weights is not
+    # reproducible from one process history to another (an --eval-only run of the reference's
+    # own weights differs too), and this 8-iteration model's scores are near-ties
+    _assert_same_run((ckpt, metrics[:-1] + [{}]), (ref_ckpt, ref_metrics[:-1] + [{}]))
+    assert metrics[-1]["iteration"] == ref_metrics[-1]["iteration"] == 8
+    assert metrics[-1].keys() == ref_metrics[-1].keys()

@@ -11,7 +11,7 @@ from _tiny_zoo import TINY_DATA_OVERRIDES, TINY_TRAIN_OVERRIDES, run_train_net
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data.samplers import RepeatFactorTrainingSampler
 
-from efl_d2.engine import GradientClipHook, apply_overrides_strict
+from efl_d2.engine import ConfigCheckError, GradientClipHook, apply_overrides_strict
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs/mini_lvis/atss_efl_R18.py")
@@ -75,12 +75,14 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
     )
     assert "APc" in log and "CUDA is not available" in log
 
-    # --resume continues from the last checkpoint (iteration 3) instead of starting over
+    # --resume continues from the last checkpoint (iteration 3) instead of starting over; a
+    # longer schedule is a config change allowed on purpose
     log = _run(
         [
             "--config-file",
             CONFIG,
             "--resume",
+            "--allow-config-change",
             *common,
             "train.max_iter=4",
             f"train.output_dir={out}",
@@ -92,8 +94,9 @@ def test_two_process_gloo_training_then_eval_only(tmp_path, env_with_datasets):
 
 def test_unknown_override_key_is_an_error_with_a_suggestion():
     cfg = LazyConfig.load(CONFIG)
-    with pytest.raises(KeyError, match=r"train\.max_iter"):
-        apply_overrides_strict(cfg, ["train.max_itr=10"])
+    with pytest.raises(ConfigCheckError, match=r"did you mean train\.max_iter\?") as e:
+        apply_overrides_strict(cfg, ["train.max_itr=10", "optimizer.lrr=1"])
+    assert len(e.value.problems) == 2 and "optimizer.lr" in e.value.problems[1]
     apply_overrides_strict(cfg, ["train.max_iter=7", "+train.new_key=1"])
     assert cfg.train.max_iter == 7 and cfg.train.new_key == 1
 
@@ -108,7 +111,7 @@ def test_a_key_the_config_leaves_to_its_callable_default_is_known():
     )
     assert cfg.dataloader.evaluator.scorer == "detectron2"
     assert cfg.dataloader.train.loader == "detectron2"
-    with pytest.raises(KeyError, match="scorer"):
+    with pytest.raises(ConfigCheckError, match="scorer"):
         apply_overrides_strict(cfg, ["dataloader.evaluator.scorr=detectron2"])
 
 

@@ -40,6 +40,8 @@ from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.utils import comm
 
+from .._atomic import preemption_signals_held
+
 __all__ = [
     "ClassBalancedBatchPlan",
     "IndexedBatchPlan",
@@ -321,8 +323,18 @@ class ResumableTrainLoader:
             # its own generator: the DataLoader draws worker base seeds (unused here) from it
             # instead of from the training process's global torch RNG
             generator=torch.Generator().manual_seed(self.plan.seed),
+            worker_init_fn=_leave_preemption_to_the_trainer,
         )
-        return iter(loader)
+        with preemption_signals_held():  # every thread of the forked workers starts masked
+            return iter(loader)
+
+
+def _leave_preemption_to_the_trainer(_worker_id: int) -> None:
+    """A worker ignores SIGTERM / SIGUSR1, which a scheduler may send to every process of the
+    job: the training process checkpoints and stops it (:mod:`efl_d2.engine.preemption`)."""
+    from ..engine.preemption import ignore_signals
+
+    ignore_signals()
 
 
 def build_rfs_train_loader(

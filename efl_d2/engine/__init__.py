@@ -5,7 +5,7 @@ from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .eval_protocol import set_eval_protocol
 from .hooks import GradientClipHook
-from .lazy_train import do_test, do_train, main, preflight, setup
+from .lazy_train import do_test, do_train, main, preflight, record_resumed_config, setup
 from .preflight import ConfigCheckError, check_run
 from .report import RunFailed, check_results, format_lvis_ap
 from .resume import MetricsHistoryHook, truncate_metrics_json
@@ -27,6 +27,7 @@ __all__ = [
     "main",
     "parse_args",
     "preflight",
+    "record_resumed_config",
     "set_eval_protocol",
     "setup",
     "truncate_metrics_json",

@@ -15,6 +15,7 @@ from detectron2.utils.registry import locate
 from omegaconf import OmegaConf
 
 from .eval_protocol import set_eval_protocol
+from .preflight import ConfigCheckError
 
 __all__ = ["apply_overrides_strict", "load_config", "parse_args"]
 
@@ -36,6 +37,12 @@ def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argp
         "al. 2021; the last two also make the detector keep the best boxes of every class",
     )
     parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="let --resume continue with a config that changes what training computes (lr, "
+        "schedule, batch, data, model): applied from the resumed iteration on, both configs kept",
+    )
+    parser.add_argument(
         "--allow-random-weights",
         action="store_true",
         help="let --eval-only evaluate a model without train.init_checkpoint (random weights)",
@@ -51,13 +58,22 @@ def parse_args(argv: list[str] | None = None, epilog: str | None = None) -> argp
 def load_config(args):
     """The config of ``args.config_file`` (a path, or a path relative to ``configs/`` as
     :func:`efl_d2.model_zoo.get_config_file` takes) with ``--eval-protocol`` and ``args.opts``
-    applied (:func:`apply_overrides_strict`; the overrides win)."""
-    if not os.path.isfile(args.config_file):
-        from ..model_zoo import get_config_file
+    applied (:func:`apply_overrides_strict`; the overrides win). Any problem with the file, the
+    protocol or the overrides is a :class:`ConfigCheckError` (``tools/train_net.py``: exit 2)."""
+    try:
+        if not os.path.isfile(args.config_file):
+            from ..model_zoo import get_config_file
 
-        args.config_file = get_config_file(args.config_file)  # default_setup reads it too
-    cfg = LazyConfig.load(args.config_file)
-    set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))
+            args.config_file = get_config_file(args.config_file)  # default_setup reads it too
+        cfg = LazyConfig.load(args.config_file)
+    except Exception as e:  # a missing file, or an error running the config
+        raise ConfigCheckError(
+            [f"--config-file {args.config_file}: {type(e).__name__}: {e}"]
+        ) from e
+    try:
+        set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))
+    except ValueError as e:
+        raise ConfigCheckError([str(e)]) from e
     return apply_overrides_strict(cfg, args.opts)
 
 
@@ -78,29 +94,43 @@ def apply_overrides_strict(cfg, overrides: list[str]):
     """``LazyConfig.apply_overrides`` that refuses keys the config does not have.
 
     detectron2 silently adds a mistyped key (``train.max_itr=10`` trains for the default length).
-    Here it is an error naming close matches. A key the config leaves at its callable's default
-    is known too (``dataloader.evaluator.scorer=detectron2``: an argument of the evaluator);
-    prefix a key with ``+`` to add any other on purpose.
+    Here it is a :class:`ConfigCheckError` naming the closest valid keys (every unknown key of
+    the command line in one message). A key the config leaves at its callable's default is known
+    too (``dataloader.evaluator.scorer=detectron2``: an argument of the evaluator); prefix a key
+    with ``+`` to add any other on purpose.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    for o in OverridesParser.create().parse_overrides(overrides):
-        key = o.key_or_group
-        if o.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-        if _is_argument(node, leaf):
-            continue
-        keys = list(node.keys()) if OmegaConf.is_dict(node) else []
-        close = difflib.get_close_matches(leaf, keys, n=3)
-        raise KeyError(
-            f"Unknown config key {key!r} in override {o.input_line!r}."
-            + (
-                f" Did you mean: {', '.join((parent + '.' if parent else '') + c for c in close)}?"
-                if close
-                else ""
-            )
-            + f" Keys under {parent or '<root>'!r}: {sorted(keys)}. Use '+{key}=...' to add a key."
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigCheckError([f"cannot parse the overrides {overrides}: {e}"]) from e
+    problems = [p for o in parsed if (p := _unknown_key_problem(cfg, o)) is not None]
+    if problems:
+        raise ConfigCheckError(problems)
+    try:
+        return LazyConfig.apply_overrides(cfg, overrides)
+    except Exception as e:  # e.g. a key under a value that is not a node
+        raise ConfigCheckError([f"cannot apply the overrides {overrides}: {e}"]) from e
+
+
+def _unknown_key_problem(cfg, override) -> str | None:
+    key = override.key_or_group
+    if override.is_add() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+        return None
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    if _is_argument(node, leaf):
+        return None
+    keys = list(node.keys()) if OmegaConf.is_dict(node) else []
+    close = difflib.get_close_matches(leaf, keys, n=3)
+    return (
+        f"unknown config key {key!r} in the override {override.input_line!r}"
+        + (
+            f"; did you mean {' or '.join((parent + '.' if parent else '') + c for c in close)}?"
+            if close
+            else f"; the keys under {parent or 'the root'!r} are {sorted(keys)}."
         )
-    return LazyConfig.apply_overrides(cfg, overrides)
+        + f" (To add a new key on purpose: '+{key}=...'.)"
+    )

@@ -30,11 +30,20 @@ from .cli import load_config
 from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .hooks import GradientClipHook
-from .preflight import check_run
+from .preemption import EXIT_PREEMPTED, Preempted, PreemptionHook
+from .preflight import ResumePoint, check_run
 from .report import RunFailed, check_results, format_lvis_ap, print_summary
 from .resume import MetricsHistoryHook, truncate_metrics_json
+from .resume_config import (
+    RunConfigRecord,
+    affects_training,
+    apply_new_hyperparameters,
+    config_yaml,
+    format_differences,
+    keep_previous_config,
+)
 
-__all__ = ["do_test", "do_train", "main", "preflight", "setup"]
+__all__ = ["do_test", "do_train", "main", "preflight", "record_resumed_config", "setup"]
 
 logger = logging.getLogger("efl_d2")
 
@@ -48,16 +57,38 @@ def _resolve_device(cfg) -> None:
         cfg.train.amp.enabled = False
 
 
-def preflight(args) -> None:
+def preflight(args) -> tuple:
     """All checks that need no training (:func:`efl_d2.engine.preflight.check_run`); raises
-    ``ConfigCheckError`` listing every problem. ``tools/train_net.py`` runs it before launching."""
+    ``ConfigCheckError`` listing every problem. ``tools/train_net.py`` runs it before launching.
+    Returns the config and the :class:`ResumePoint` of a resumed run (or None)."""
     cfg = load_config(args)
     _resolve_device(cfg)
-    check_run(
+    point = check_run(
         cfg,
         eval_only=args.eval_only,
         resume=args.resume,
         allow_random_weights=getattr(args, "allow_random_weights", False),
+        allow_config_change=getattr(args, "allow_config_change", False),
+    )
+    return cfg, point
+
+
+def record_resumed_config(cfg, args, point: ResumePoint | None) -> None:
+    """Before a resumed run rewrites ``config.yaml``: keep the checkpointed run's config as
+    ``config.before_iter_<k>.yaml`` when the new one differs, and hand the differences to the
+    training processes (``args.config_changes``), which log them and apply the new optimizer
+    hyper-parameters. Run by the launching process, after :func:`preflight` passed."""
+    args.config_changes = []
+    if point is None or not point.differences:
+        return
+    start = point.iteration + 1
+    kept = keep_previous_config(cfg.train.output_dir, start, point.old_config)
+    args.config_changes = format_differences(point.differences)
+    args.config_changes_train = any(affects_training(k) for k, _, _ in point.differences)
+    args.config_changes_note = (
+        f"Config changed at iteration {start} (resumed from {point.checkpoint}): "
+        + "; ".join(args.config_changes)
+        + f". Iterations before {start} used {kept}; config.yaml is the config from {start} on."
     )
 
 
@@ -111,6 +142,7 @@ def do_train(args, cfg):
     detectron2``) it resumes the model, optimizer and schedule but not the data: it sees other
     images and augmentations than the uninterrupted run would (a warning says so).
     """
+    run_config = RunConfigRecord(config_yaml(cfg))  # before the config is given live objects
     model = instantiate(cfg.model)
     retrain_only = list(cfg.train.get("retrain_only", None) or [])
     if retrain_only:  # the second stage of decoupled training
@@ -131,7 +163,11 @@ def do_train(args, cfg):
         trainer = SimpleTrainer(model, train_loader, optim)
     # EFLCheckpointer: detectron2 checkpoints, plus torchvision and official EFL files, by content
     checkpointer = EFLCheckpointer(
-        model, cfg.train.output_dir, reinitialize=retrain_only, trainer=trainer
+        model,
+        cfg.train.output_dir,
+        reinitialize=retrain_only,
+        trainer=trainer,
+        run_config=run_config,  # the next --resume compares its config with it
     )
 
     last_eval = {}
@@ -163,11 +199,19 @@ def do_train(args, cfg):
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
+            PreemptionHook(checkpointer),  # last: the iteration's lines and checkpoint come first
         ]
     )
 
+    new_hyperparameters = [
+        {k: v for k, v in g.items() if k != "params"} for g in optim.param_groups
+    ]
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if checkpointer.resumed_from else 0
+    if start_iter and getattr(args, "config_changes", None):
+        logger.warning(args.config_changes_note)
+        if args.config_changes_train:  # allowed on purpose: the new config from here on
+            apply_new_hyperparameters(optim, new_hyperparameters)
     if hasattr(train_loader, "start_iter"):
         train_loader.start_iter = start_iter  # batch k of the resumed run = batch k of the first
     elif start_iter:
@@ -183,6 +227,8 @@ def do_train(args, cfg):
         trainer.train(start_iter, cfg.train.max_iter)
     except FloatingPointError as e:
         raise RunFailed(_diverged_message(cfg, e)) from e
+    finally:  # stop the loader's workers now, not in Python's exit (which kills them)
+        trainer._data_loader_iter_obj = None
     return last_eval.get("results")
 
 
@@ -226,7 +272,10 @@ def main(args):
                 f"Evaluation of {cfg.train.init_checkpoint or 'random weights'} failed: {e}."
             ) from e
     else:
-        results = do_train(args, cfg)
+        try:
+            results = do_train(args, cfg)
+        except Preempted:
+            raise SystemExit(EXIT_PREEMPTED) from None  # the exit status a worker can pass on
     if comm.is_main_process():
         trained = not args.eval_only
         try:

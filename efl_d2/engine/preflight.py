@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["ConfigCheckError", "check_run"]
+__all__ = ["ConfigCheckError", "ResumePoint", "check_run"]
 
 
 class ConfigCheckError(ValueError):
@@ -212,14 +213,36 @@ def _check_init_checkpoint(cfg, problems: list[str]) -> None:
         problems.append(f"train.init_checkpoint: {e}")
 
 
-def check_run(cfg, *, eval_only: bool, resume: bool, allow_random_weights: bool = False) -> None:
-    """Raise :class:`ConfigCheckError` listing every problem of ``cfg`` for this run.
+@dataclass
+class ResumePoint:
+    """The checkpoint a ``--resume`` continues from and how the new config differs from its
+    run's: ``differences`` are (dotted key, old value, new value); None when the checkpoint
+    records no config (written before efl_d2 recorded it)."""
+
+    checkpoint: str
+    iteration: int
+    old_config: str | None
+    differences: list | None
+
+
+def check_run(
+    cfg,
+    *,
+    eval_only: bool,
+    resume: bool,
+    allow_random_weights: bool = False,
+    allow_config_change: bool = False,
+) -> ResumePoint | None:
+    """Raise :class:`ConfigCheckError` listing every problem of ``cfg`` for this run; returns
+    the :class:`ResumePoint` of a resumed run (None for a new one).
 
     Args:
         cfg: the loaded LazyConfig (overrides applied).
         eval_only: the run only evaluates ``train.init_checkpoint`` (which is then required,
             unless ``allow_random_weights``).
         resume: a checkpoint in ``train.output_dir`` replaces ``train.init_checkpoint``.
+        allow_config_change: a resume may change what training computes (see
+            :mod:`.resume_config`); without it such a change is a problem listing the differences.
     """
     problems: list[str] = []
     train_key, test_key = "dataloader.train.dataset.names", "dataloader.test.dataset.names"
@@ -238,8 +261,39 @@ def check_run(cfg, *, eval_only: bool, resume: bool, allow_random_weights: bool 
         )
     elif not resumes:
         _check_init_checkpoint(cfg, problems)
+    point = _resume_point(cfg, allow_config_change, problems) if resumes and not eval_only else None
     if problems:
         raise ConfigCheckError(problems)
+    return point
+
+
+def _resume_point(cfg, allow_config_change: bool, problems: list[str]) -> ResumePoint | None:
+    from .resume_config import (
+        affects_training,
+        checkpointed_config,
+        config_differences,
+        config_yaml,
+        format_differences,
+    )
+
+    found = checkpointed_config(cfg.train.output_dir)
+    if found is None:
+        return None  # none reads: the resume itself says so, naming each file
+    path, iteration, old = found
+    new = config_yaml(cfg)
+    diffs = config_differences(old, new) if old is not None and new is not None else None
+    refused = [d for d in diffs or [] if affects_training(d[0])]
+    if refused and not allow_config_change:
+        problems.append(
+            f"--resume: the config differs from the one of the run checkpointed in {path} "
+            f"(iteration {iteration}) in what training computes, which the resumed run would not "
+            "honour exactly:\n      "
+            + "\n      ".join(format_differences(refused))
+            + "\n    Resume with the run's own config (it is in the checkpoint; config.yaml "
+            "in the folder holds it too), or pass --allow-config-change to apply the new config "
+            f"from iteration {iteration + 1} on (both configs are then kept in the folder)."
+        )
+    return ResumePoint(path, iteration, old, diffs)
 
 
 def _has_checkpoint(output_dir: str) -> bool:

@@ -4,6 +4,8 @@ other smoothed values): what an exact resume needs beyond its checkpointables.
 - :class:`MetricsHistoryHook`: the recent history of every logged scalar travels in the
   checkpoint, so the smoothed values that ``metrics.json`` and the console show after a resume (the
   median over the last 20 iterations) are those of the uninterrupted run.
+- the final evaluation of a run resumed from its final checkpoint is logged at the uninterrupted
+  run's iteration (``max_iter``), not one after it.
 - :func:`truncate_metrics_json`: drops the lines that the interrupted run wrote after its last
   checkpoint; the resumed run writes them again.
 
@@ -57,6 +59,14 @@ class MetricsHistoryHook(HookBase):
             storage._history[name] = buf  # EventStorage has no public way to seed its history
         storage._smoothing_hints.update(self._restored["smoothing_hints"])
         self._restored = None
+
+    def after_train(self) -> None:
+        # A run resumed from its final checkpoint (interrupted during the final evaluation) has
+        # no iteration left: detectron2's loop still counts one past max_iter, and the final
+        # evaluation's line would say max_iter + 1 where the uninterrupted run's says max_iter.
+        # (Runs before the writer's and the evaluation's after_train: registered before them.)
+        if self.trainer.iter > self.trainer.max_iter:
+            self.trainer.iter = self.trainer.storage.iter = self.trainer.max_iter
 
 
 def truncate_metrics_json(path: str, start_iter: int) -> int:
