@@ -57,20 +57,52 @@ def test_a_locked_folder_is_refused_naming_its_holder_until_the_holder_dies(tmp_
     OutputDirLock(str(tmp_path)).acquire().release()  # released: free again
 
 
-def test_train_net_refuses_a_folder_in_use_before_any_work(tmp_path, env_with_datasets):
-    holder = _hold_lock(tmp_path)
-    try:
-        proc = run_train_net(
-            ["--config-file", CONFIG, *TINY_TRAIN_OVERRIDES, f"train.output_dir={tmp_path}"],
-            env_with_datasets,
-        )
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"pid {holder.pid}" in errors[0], proc.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path)) == [LOCK_FILE]  # no log, config or metrics written
+@pytest.mark.slow
+def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_is_unharmed(
+    tmp_path, env_with_datasets
+):
+    out = tmp_path / "run"
+    common = ["--config-file", CONFIG, *TINY_TRAIN_OVERRIDES, f"train.output_dir={out}"]
+    first = _start_training(
+        [*common, "train.max_iter=12", "train.log_period=1"], env_with_datasets, out
+    )
+    second = run_train_net(
+        [*common, "train.max_iter=12", "optimizer.lr=0.02", "train.seed=1"], env_with_datasets
+    )
+    assert second.returncode == 2
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"in use by another run (pid {first.pid} " in errors[0]
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-3000:]
+    lines = _lines(out)
+    assert [m["iteration"] for m in lines] == [*range(12), 12]  # one run's lines, in order
+    assert all(m["lr"] <= 0.01 for m in lines if "lr" in m)
+    assert (
+        "lr: 0.01" in (out / "config.yaml").read_text()
+        and "seed: 0" in (out / "config.yaml").read_text()
+    )
+
+
+def _text(path):
+    return path.read_text() if path.is_file() else ""
+
+
+def _start_training(args, env, out):
+    """``tools/train_net.py args`` started in the background, returned once its first metrics
+    line is written (stderr kept for ``communicate``)."""
+    proc = subprocess.Popen(
+        [sys.executable, "tools/train_net.py", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while proc.poll() is None and not _text(out / "metrics.json").strip():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return proc
 
 
 @pytest.mark.parametrize(
@@ -244,19 +276,7 @@ def test_a_killed_training_process_ends_the_run_with_one_error_line_and_the_resu
         "train.log_period=1",
         f"train.output_dir={out}",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "tools/train_net.py", *args],
-        env=env_with_datasets,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 300
-    metrics = out / "metrics.json"
-    while proc.poll() is None and not (metrics.is_file() and metrics.read_text().strip()):
-        assert time.time() < deadline
-        time.sleep(0.05)
+    proc = _start_training(args, env_with_datasets, out)
     ranks = _training_processes(proc.pid)
     assert len(ranks) == 2
     os.kill(ranks[1], signal.SIGKILL)

@@ -62,7 +62,7 @@ def invoke_main() -> int:
     try:
         if args.machine_rank == 0:  # one writer per output folder (shared by all machines)
             lock.acquire()
-            record_resumed_config(cfg, args, point)
+        record_resumed_config(cfg, args, point, keep_file=args.machine_rank == 0)
         install_handlers(forward_to_children=args.num_gpus > 1)
         launch(
             main,

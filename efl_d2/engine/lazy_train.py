@@ -41,6 +41,7 @@ from .resume_config import (
     config_yaml,
     format_differences,
     keep_previous_config,
+    previous_config_path,
 )
 
 __all__ = ["do_test", "do_train", "main", "preflight", "record_resumed_config", "setup"]
@@ -73,16 +74,19 @@ def preflight(args) -> tuple:
     return cfg, point
 
 
-def record_resumed_config(cfg, args, point: ResumePoint | None) -> None:
+def record_resumed_config(cfg, args, point: ResumePoint | None, *, keep_file: bool = True) -> None:
     """Before a resumed run rewrites ``config.yaml``: keep the checkpointed run's config as
-    ``config.before_iter_<k>.yaml`` when the new one differs, and hand the differences to the
-    training processes (``args.config_changes``), which log them and apply the new optimizer
-    hyper-parameters. Run by the launching process, after :func:`preflight` passed."""
+    ``config.before_iter_<k>.yaml`` when the new one differs (``keep_file``: on the machine that
+    writes the output folder), and hand the differences to the training processes
+    (``args.config_changes``), which log them and apply the new optimizer hyper-parameters. Run by
+    the launching process of every machine, after :func:`preflight` passed."""
     args.config_changes = []
     if point is None or not point.differences:
         return
     start = point.iteration + 1
-    kept = keep_previous_config(cfg.train.output_dir, start, point.old_config)
+    kept = previous_config_path(cfg.train.output_dir, start)
+    if keep_file:
+        keep_previous_config(cfg.train.output_dir, start, point.old_config)
     args.config_changes = format_differences(point.differences)
     args.config_changes_train = any(affects_training(k) for k, _, _ in point.differences)
     args.config_changes_note = (

@@ -36,6 +36,7 @@ __all__ = [
     "config_yaml",
     "format_differences",
     "keep_previous_config",
+    "previous_config_path",
 ]
 
 logger = logging.getLogger("efl_d2")
@@ -153,9 +154,14 @@ def format_differences(diffs: list[tuple[str, object, object]]) -> list[str]:
     return [f"{k}: {old!r} -> {new!r}" for k, old, new in diffs]
 
 
+def previous_config_path(output_dir: str, iteration: int) -> str:
+    """Where the config of the iterations before ``iteration`` is kept after a config change."""
+    return os.path.join(output_dir, f"config.before_iter_{iteration:07d}.yaml")
+
+
 def keep_previous_config(output_dir: str, iteration: int, old_yaml: str) -> str:
-    """Write the checkpointed run's config as ``config.before_iter_<iteration>.yaml``; its path."""
-    path = os.path.join(output_dir, f"config.before_iter_{iteration:07d}.yaml")
+    """Write the checkpointed run's config to :func:`previous_config_path`; returns the path."""
+    path = previous_config_path(output_dir, iteration)
     atomic_write_text(path, old_yaml)
     return path
 
