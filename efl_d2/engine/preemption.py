@@ -98,10 +98,6 @@ def _end_on_sigterm_from_parent() -> None:
             signal.raise_signal(signal.SIGTERM)  # the default end, as without this policy
 
 
-def received_signal() -> str | None:
-    return _received
-
-
 def _on_any_rank(flag: bool) -> bool:
     if comm.get_world_size() == 1:
         return flag
