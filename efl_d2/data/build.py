@@ -28,6 +28,7 @@ So starting at iteration ``k`` replays nothing, and the same seed gives the same
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from contextlib import contextmanager
@@ -36,11 +37,14 @@ import numpy as np
 import torch
 import torch.utils.data as torchdata
 from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
 from detectron2.data.common import DatasetFromList
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 from detectron2.utils import comm
 
 from .._atomic import preemption_signals_held
+from .image_io import read_image
 
 __all__ = [
     "ClassBalancedBatchPlan",
@@ -439,19 +443,68 @@ def _groups_and_seed(dataset, aspect_ratio_grouping: bool, seed):
 
 
 class RobustDatasetMapper(DatasetMapper):
-    """``DatasetMapper`` that names the file when an image cannot be read.
+    """``DatasetMapper`` for detection (boxes; masks and keypoints as ``DatasetMapper`` treats
+    them) that reads images with :func:`efl_d2.data.image_io.read_image` and names the file when
+    an image cannot be read.
+
+    For 8-bit images its output is ``DatasetMapper``'s, tensor for tensor; a 16-bit greyscale
+    image is mapped to 8 bits instead of saturated to white by PIL's conversion. ``DatasetMapper``
+    has no hook for its image reading, so :meth:`__call__` is written here from detectron2's
+    public helpers, without semantic segmentation (a label map is not a picture: rescaling its
+    16-bit values would be wrong; detectron2's ``DatasetMapper`` reads those).
 
     Training skips an unreadable image with a warning (returning None makes the training loader
     map a substitute); evaluation raises, since skipping an image there would silently change the
-    metric.
+    metric. Unreadable: missing, not an image, cut short, a size other than the dataset dict's, or
+    a mode :func:`~efl_d2.data.image_io.read_image` refuses (such as 32-bit float).
     """
 
-    def __call__(self, dataset_dict):
+    def __call__(self, dataset_dict: dict) -> dict | None:
+        """
+        Args:
+            dataset_dict: one image's dict in detectron2's dataset format (not modified).
+
+        Returns:
+            A copy with ``image`` (the augmented image as a (C, H, W) tensor, uint8 but for
+            "YUV-BT.601"), ``instances`` (training) and without ``annotations``; or None in
+            training if the image cannot be read.
+        """
+        if "sem_seg_file_name" in dataset_dict:
+            raise NotImplementedError(
+                f"RobustDatasetMapper maps detection data, not semantic segmentation "
+                f"({dataset_dict['sem_seg_file_name']!r}): use detectron2's DatasetMapper"
+            )
         try:
-            return super().__call__(dataset_dict)
+            return self._map(copy.deepcopy(dataset_dict))  # the copy is modified in place
         except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for bad/truncated files
             file_name = dataset_dict.get("file_name", "<unknown>")
             if self.is_train:
                 logger.warning(f"Skipping unreadable image {file_name!r}: {e}")
                 return None
             raise RuntimeError(f"Cannot read image {file_name!r}: {e}") from e
+
+    def _read(self, dataset_dict: dict) -> np.ndarray:
+        """The dict's image as an (H, W, C) uint8 array in :attr:`image_format`; raises
+        ``SizeMismatchError`` (a ``ValueError``) if its size is not the dict's height/width."""
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        return image
+
+    def _map(self, dataset_dict: dict) -> dict:
+        """Read, augment and convert ``dataset_dict`` (a copy, filled in place)."""
+        aug_input = T.AugInput(self._read(dataset_dict))
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_shape = image.shape[:2]  # (h, w) after augmentation
+        # a tensor rather than an array: the loader's workers pass tensors through shared memory
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if self.proposal_topk is not None:
+            utils.transform_proposals(
+                dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk
+            )
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)  # evaluators read them from the dataset
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict
