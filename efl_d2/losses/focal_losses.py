@@ -172,6 +172,8 @@ class EqualizedFocalLoss(_FocalFamilyForward, GradientStatistics):
     (see :mod:`efl_d2.losses.grad_stats`).
     """
 
+    focal_when_saturated = True  # g_j = 1: gamma_j = gamma_b and w_j = 1, the focal loss
+
     def __init__(
         self,
         num_classes: int,

@@ -38,9 +38,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["GradientSink", "GradientStatistics", "gradient_ratio"]
+__all__ = ["G_MAX", "GradientSink", "GradientStatistics", "gradient_ratio"]
 
 _EPS = 1e-10
+#: The largest g: ``pos_neg`` is the gradient ratio clamped to [0, G_MAX].
+G_MAX = 1.0
 
 
 def gradient_ratio(pos_grad: torch.Tensor, neg_grad: torch.Tensor) -> torch.Tensor:
@@ -82,6 +84,12 @@ class GradientStatistics(nn.Module):
     statistics sink (a :class:`GradientSink`) of :func:`focal_family_loss` when :meth:`_collects`
     says so.
     """
+
+    #: True where a class whose g is clamped at :data:`G_MAX` is trained with exactly the focal
+    #: loss (EFL: gamma_j = gamma_b, weight 1), so :meth:`saturated_classes` says for which classes
+    #: the loss does nothing beyond focal loss. False where g_j = 1 means no such thing (EQLv2's
+    #: weights use the unclamped ratio).
+    focal_when_saturated: bool = False
 
     def __init__(self, num_classes: int):
         super().__init__()
@@ -147,7 +155,7 @@ class GradientStatistics(nn.Module):
         # No host sync: a skipped or empty step leaves every buffer bit-identical.
         self.pos_grad.copy_(torch.where(ok, self.pos_grad + pending[:c], self.pos_grad))
         self.neg_grad.copy_(torch.where(ok, self.neg_grad + pending[c : 2 * c], self.neg_grad))
-        ratio = self.gradient_ratio().clamp_(0.0, 1.0)
+        ratio = self.gradient_ratio().clamp_(0.0, G_MAX)
         self.pos_neg.copy_(torch.where(ok, ratio, self.pos_neg))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -158,6 +166,18 @@ class GradientStatistics(nn.Module):
     def has_pending_statistics(self) -> bool:
         """Whether a backward has added sums that are not committed yet (distributed mode)."""
         return self._pending is not None
+
+    def has_statistics(self) -> bool:
+        """Whether any gradient has been committed to the buffers (from training or a checkpoint).
+        Before that, g is 1 for every class only because it starts there."""
+        return bool((self.pos_grad > 0).any() or (self.neg_grad > 0).any())
+
+    def saturated_classes(self) -> torch.Tensor:
+        """(C,) bool: the classes whose g is clamped at :data:`G_MAX` by accumulated gradients,
+        i.e. their positive gradient sum reached their negative one. A class that has not been
+        updated yet (g at its initial 1, pos_grad 0) is not counted; one that never had a
+        positive sample has g = 0 and is not either."""
+        return (self.pos_neg >= G_MAX) & (self.pos_grad > 0)
 
     def category_statistics(self) -> dict[str, torch.Tensor]:
         """Per-class (C,) tensors worth logging, keyed by a short name. Subclasses extend it."""
