@@ -30,6 +30,7 @@ __all__ = [
     "category_frequencies",
     "category_image_counts",
     "category_records",
+    "check_frequency_thresholds",
     "count_instances",
     "frequency_color",
     "frequency_group",
@@ -59,19 +60,43 @@ COMMON_MAX_IMAGES = 100
 # ----------------------------------------------------------------------------- groups
 
 
-def frequency_group(image_count: int) -> str:
-    """LVIS v1 frequency group of a category seen in ``image_count`` train images.
+def frequency_group(
+    image_count: int, thresholds: Sequence[int] = (RARE_MAX_IMAGES, COMMON_MAX_IMAGES)
+) -> str:
+    """Frequency group of a category seen in ``image_count`` train images.
+
+    Args:
+        thresholds: (rare max, common max) train images; LVIS v1's (10, 100) by default: rare
+            1-10, common 11-100, frequent > 100.
 
     0 counts as rare (a category that lost its images in a subset is still "r"); negative
     counts are an error.
     """
     if image_count < 0:
         raise ValueError(f"image_count must be >= 0, got {image_count}")
-    if image_count <= RARE_MAX_IMAGES:
+    rare_max, common_max = thresholds
+    if image_count <= rare_max:
         return "r"
-    if image_count <= COMMON_MAX_IMAGES:
+    if image_count <= common_max:
         return "c"
     return "f"
+
+
+def check_frequency_thresholds(thresholds) -> tuple[int, int] | str:
+    """``thresholds`` as (rare max, common max) ints, or a sentence saying what is wrong with it
+    (two whole numbers with 0 <= rare max < common max)."""
+    try:
+        values = [int(t) for t in thresholds]
+        whole = all(float(t) == int(t) for t in thresholds) and len(values) == 2
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or not 0 <= values[0] < values[1]:
+        return (
+            f"frequency thresholds must be two whole numbers [rare max, common max] with "
+            f"0 <= rare max < common max (train images per class; LVIS: [10, 100]), got "
+            f"{thresholds!r}"
+        )
+    return values[0], values[1]
 
 
 def frequency_color(letter: str) -> str:

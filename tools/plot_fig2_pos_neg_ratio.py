@@ -12,7 +12,9 @@ config's test-time resize and the backbone's padding. No model weights are invol
 category j: #positive = anchors assigned to a box of j, #negative = all other (non-ignored)
 anchors, summed over images; plotted as log10(#pos / #neg), categories sorted by number of
 training images, coloured by LVIS frequency group. ``--json`` also writes the numbers.
-Trailing ``key=value`` arguments override config values.
+Trailing ``key=value`` arguments override config values
+(an unknown key is an error, exit status 2); a ``configs/custom/`` config takes its data as
+``custom.train_json=... custom.train_images=...`` (the class names come from that json).
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ def main(argv: list | None = None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     args = parser.parse_args(argv)
 
-    from detectron2.config import LazyConfig
-
     from efl_d2 import analysis, model_zoo
+    from efl_d2.engine import ConfigCheckError, prepare_config
 
-    cfg = model_zoo.get_config(args.config_file)
-    if args.opts:
-        cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    try:  # strict overrides; a configs/custom/ config's data registered
+        cfg = prepare_config(model_zoo.get_config(args.config_file), args.opts)
+    except ConfigCheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
     data = analysis.fig2_data_from_config(cfg, args.dataset, args.max_images)
     drawn = analysis.plot_fig2(data, args.output)
     print(

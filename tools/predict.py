@@ -15,7 +15,9 @@ score), or a fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all dete
 ``--json-thresh``: bbox [x, y, w, h] in pixels of the input image, score, category_id (0-based),
 category_name; and each image's ``vis_threshold``; images that could not be read are listed under
 ``failed`` and make the exit status 1, after the others are done). ``predictions.json`` is
-written atomically. Trailing ``key=value`` arguments override config values.
+written atomically. Trailing ``key=value`` arguments override config values
+(an unknown key is an error, exit status 2); a ``configs/custom/`` config takes its data as
+``custom.train_json=... custom.train_images=...`` (the class names come from that json).
 
 Memory follows the test size (the config's test-time resize), not the image's: each image is read
 once as uint8 and resized before anything else (``efl_d2.model_zoo.LazyPredictor``). A picture
@@ -23,6 +25,13 @@ is drawn at the image's size unless the model saw the image shrunk more than
 ``DRAW_FACTOR`` (2) times, e.g. a 6000x6000 photo at a test size of 800: then it is drawn on a
 copy ``DRAW_FACTOR`` times the test size (1600x1600), boxes scaled to it; its PNG is that size,
 while ``predictions.json`` stays in the input image's pixels.
+
+Image modes (``efl_d2.data.image_io.read_image``, the reader of training and evaluation too):
+8-bit images (greyscale, palette, RGB, RGBA, CMYK, ...) are read as detectron2 reads them; 16-bit
+greyscale (PIL modes "I;16*", and "I" with values in 0..65535) is mapped to 8 bits as
+``round(v * 255 / 65535)``, the full 16-bit range onto 0..255 (PIL's own conversion would clip it
+to white); 32-bit float ("F") and "I" images with other values are refused, like unreadable files
+(listed under ``failed``, with a message naming the mode: convert them to 8-bit first).
 
 Errors are an ``error:`` line on stderr and a non-zero exit status. Status 2: a ``--checkpoint``
 that is missing, a directory, unreadable or not a checkpoint (one line naming it, checked before
@@ -122,8 +131,8 @@ def main(argv: list | None = None) -> dict:
         atomic_write,
         check_checkpoint_file,
     )
+    from efl_d2.engine import ConfigCheckError, prepare_config
     from efl_d2.visualization import draw_predictions
-    from detectron2.config import LazyConfig
     from PIL import Image
 
     # everything that can be checked without building anything, first
@@ -137,9 +146,12 @@ def main(argv: list | None = None) -> dict:
         _fail(str(e))
     images = list_images(args.input, args.max_images)
 
-    cfg = model_zoo.get_config(args.config_file, trained=args.trained)
-    if args.opts:
-        cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    try:  # strict overrides; a configs/custom/ config's data registered (its class names)
+        cfg = prepare_config(
+            model_zoo.get_config(args.config_file, trained=args.trained), args.opts
+        )
+    except ConfigCheckError as e:
+        _fail(str(e))
     checkpoint = cfg.train.init_checkpoint if args.trained else args.checkpoint
     try:
         model = model_zoo.build_model(cfg, weights=checkpoint, device=args.device, strict=True)

@@ -1,6 +1,6 @@
 """Training engine: the LazyConfig train/eval loop behind tools/train_net.py and its hooks."""
 
-from .cli import apply_overrides_strict, load_config, parse_args
+from .cli import apply_overrides_strict, load_config, parse_args, prepare_config
 from .decoupled import freeze_all_but
 from .efl_stats_hook import EFLStatsHook
 from .eval_protocol import set_eval_protocol
@@ -27,6 +27,7 @@ __all__ = [
     "main",
     "parse_args",
     "preflight",
+    "prepare_config",
     "record_resumed_config",
     "set_eval_protocol",
     "setup",

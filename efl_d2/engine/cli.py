@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from .eval_protocol import set_eval_protocol
 from .preflight import ConfigCheckError
 
-__all__ = ["apply_overrides_strict", "load_config", "parse_args"]
+__all__ = ["apply_overrides_strict", "load_config", "parse_args", "prepare_config"]
 
 _MISSING = object()
 # a ``key=value`` override (``+key=v`` / ``++key=v`` adds, ``~key`` deletes), as opposed to a flag
@@ -74,7 +74,23 @@ def load_config(args):
         set_eval_protocol(cfg, getattr(args, "eval_protocol", "standard"))
     except ValueError as e:
         raise ConfigCheckError([str(e)]) from e
-    return apply_overrides_strict(cfg, args.opts)
+    return prepare_config(cfg, args.opts)
+
+
+def prepare_config(cfg, overrides: list[str]):
+    """``cfg`` with the command line's ``key=value`` overrides applied strictly
+    (:func:`apply_overrides_strict`) and its own data registered: a ``configs/custom/`` config's
+    ``custom.*`` files become the datasets ``custom_train`` / ``custom_val`` and give the class
+    count (:func:`efl_d2.data.custom.register_custom_data`). What every tool that takes a config
+    and overrides runs; problems are a :class:`ConfigCheckError`."""
+    from ..data.custom import CustomDataError, register_custom_data
+
+    cfg = apply_overrides_strict(cfg, overrides)
+    try:
+        register_custom_data(cfg)
+    except CustomDataError as e:
+        raise ConfigCheckError(e.problems) from e
+    return cfg
 
 
 def _is_argument(node, leaf: str) -> bool:

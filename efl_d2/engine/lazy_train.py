@@ -25,6 +25,7 @@ from detectron2.utils.registry import locate
 
 from ..checkpoint import EFLCheckpointer
 from ..data import class_frequencies
+from ..data.custom import custom_data_summary
 from ..visualization import write_summary_picture
 from .cli import load_config
 from .decoupled import freeze_all_but
@@ -103,6 +104,8 @@ def setup(args):
     default_setup(cfg, args)
     # efl_d2's own progress lines (sampling, decoupled training, ...) next to detectron2's
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="efl_d2")
+    if "custom" in cfg:
+        logger.info("Custom data:\n" + custom_data_summary())
     return cfg
 
 

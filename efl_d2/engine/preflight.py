@@ -5,7 +5,8 @@ evaluation. :func:`check_run` looks at everything that can be checked without tr
 one :class:`ConfigCheckError` listing every problem, in seconds: datasets registered and their files
 present, names given as strings or sequences of strings, the model's class count equal to every
 dataset's, the evaluator bound to the test set, the detection limits of model and evaluator equal,
-the output directory writable, and the initial checkpoint readable and compatible with the model.
+the output directory writable, and the initial checkpoint readable and compatible with the model;
+for a user's own data (``configs/custom/``), every record of its jsons and every image.
 """
 
 from __future__ import annotations
@@ -66,11 +67,14 @@ def _names(cfg, key: str, problems: list[str]) -> list[str]:
 
 def _check_datasets(names: list[str], key: str, problems: list[str]) -> list[str]:
     """Problems for unregistered names or missing files; returns the registered names."""
+    from ..data.custom import CUSTOM_SPLITS
     from ..data.datasets import _check_files
 
     registered = DatasetCatalog.list()
     ok = []
     for name in names:
+        if name not in registered and name in CUSTOM_SPLITS:
+            continue  # its custom.*_json is not set: custom_data_problems says so
         if name not in registered:
             similar = sorted(r for r in registered if _similar(name, r))
             problems.append(
@@ -82,7 +86,7 @@ def _check_datasets(names: list[str], key: str, problems: list[str]) -> list[str
             continue
         meta = MetadataCatalog.get(name)
         json_file = getattr(meta, "json_file", None)
-        if json_file is not None:
+        if json_file is not None and name not in CUSTOM_SPLITS:  # custom: custom_data_problems
             try:
                 _check_files(name, json_file, getattr(meta, "image_root", ""))
             except FileNotFoundError as e:
@@ -97,17 +101,49 @@ def _similar(name: str, other: str) -> bool:
     return difflib.SequenceMatcher(None, name, other).ratio() > 0.75
 
 
+#: Where a user's own data goes (the hint of the problems below).
+_OWN_DATA_HINT = (
+    "Train on your own COCO- or LVIS-format data with configs/custom/atss_efl_R18.py (or _R50.py) "
+    "and custom.train_json=... custom.train_images=... custom.val_json=... custom.val_images=...: "
+    "the classes and groups come from the json (README, 'Your own data')."
+)
+
+
 def _num_classes(name: str, problems: list[str]) -> int | None:
     from ..data.datasets import DatasetFileError
 
     meta = MetadataCatalog.get(name)
     try:
-        return len(meta.thing_classes)
+        num_classes = len(meta.thing_classes)
     except DatasetFileError as e:
         problems.append(str(e))
+        return None
     except AttributeError:
-        pass
-    return None
+        if getattr(meta, "evaluator_type", None) in ("lvis", "coco"):
+            problems.append(
+                f"dataset {name!r} has no class names (thing_classes). " + _OWN_DATA_HINT
+            )
+        return None
+    if num_classes == 1203 and not name.startswith("lvis_") and hasattr(meta, "json_file"):
+        _check_lvis_v1_names_given_to_other_data(name, meta, problems)
+    return num_classes
+
+
+def _check_lvis_v1_names_given_to_other_data(name: str, meta, problems: list[str]) -> None:
+    """Detectron2 gives any LVIS dataset whose name contains "v1" LVIS v1's 1203 class names:
+    a user's file registered so would train and label boxes with LVIS's names."""
+    from ..data.datasets import read_json
+
+    try:
+        categories = read_json(meta.json_file).get("categories", [])
+    except (OSError, ValueError, AttributeError):
+        return  # the file's own problems are reported where it is read
+    if len(categories) != 1203:
+        problems.append(
+            f"dataset {name!r} has LVIS v1's 1203 class names, which Detectron2 gives any dataset "
+            f"whose name contains 'v1', but {meta.json_file} has {len(categories)} categories. "
+            + _OWN_DATA_HINT
+        )
 
 
 def _walk(node, path: str) -> Iterator[tuple[str, object]]:
@@ -162,6 +198,7 @@ def _check_evaluator(cfg, test_names: list[str], problems: list[str]) -> None:
             )
             + "."
         )
+    _check_evaluator_format(cfg, test_names, problems)
     protocol = _select(cfg, "dataloader.evaluator.protocol") or "standard"
     if protocol != "standard":
         if not _select(cfg, "model.test_topk_per_class"):
@@ -181,6 +218,21 @@ def _check_evaluator(cfg, test_names: list[str], problems: list[str]) -> None:
             problems.append(
                 f"{key}={value} but dataloader.evaluator.max_dets_per_image={limit}: the LVIS "
                 "protocol scores up to the evaluator's limit per image; make them equal (300)."
+            )
+
+
+def _check_evaluator_format(cfg, test_names: list[str], problems: list[str]) -> None:
+    """An LVIS evaluator on data that is not LVIS format would fail after training."""
+    target = _select(cfg, "dataloader.evaluator._target_")
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    if not name.endswith("LVISEvaluator"):
+        return
+    for test in test_names:
+        kind = getattr(MetadataCatalog.get(test), "evaluator_type", None)
+        if test in DatasetCatalog.list() and kind not in (None, "lvis"):
+            problems.append(
+                f"dataloader.evaluator is an LVISEvaluator, but dataset {test!r} is "
+                f"{kind!r} data, which it cannot score. " + _OWN_DATA_HINT
             )
 
 
@@ -248,6 +300,10 @@ def check_run(
     train_key, test_key = "dataloader.train.dataset.names", "dataloader.test.dataset.names"
     train_names = [] if eval_only else _names(cfg, train_key, problems)
     test_names = _names(cfg, test_key, problems) if "evaluator" in cfg.dataloader else []
+    if "custom" in cfg:  # a user's own data: every record and image
+        from ..data.custom import custom_data_problems
+
+        problems += custom_data_problems(cfg, need_train=not eval_only, need_val=bool(test_names))
     registered = _check_datasets(train_names, train_key, problems)
     registered += _check_datasets(test_names, test_key, problems)
     _check_classes(cfg, registered, problems)

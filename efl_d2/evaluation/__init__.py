@@ -4,6 +4,9 @@
   lvis-api only) of the arrays of :mod:`.lvis_inputs`, matched by :mod:`.lvis_matching`;
 - :mod:`.evaluator`: Detectron2's ``LVISEvaluator`` scored by it (imported on first use: it needs
   detectron2 and torch, which the scoring processes do without);
+- :mod:`.coco`: Detectron2's ``COCOEvaluator`` scored by pycocotools' own COCOeval, with AP per
+  frequency group and the per-category report (imported on first use);
+- :mod:`.by_format`: the evaluator of a dataset's format (LVIS or COCO), for users' own data;
 - :mod:`.openimages`: the OpenImages Challenge 2019 metric (exact to the official evaluator), AP1-AP5
   and its ``OpenImagesEvaluator`` (imported on first use);
 - :mod:`.per_category_report`: the per-category AP files the evaluator writes (standard library
@@ -24,11 +27,13 @@ __all__ = [
     "PROTOCOLS",
     "REPORT_COLUMNS",
     "VAL_INSTANCES_COLUMN",
+    "COCOEvaluator",
     "LVISArrays",
     "LVISEvaluator",
     "LVISScores",
     "OpenImagesEvaluator",
     "evaluate_lvis",
+    "evaluator_for_dataset",
     "lvis_arrays",
     "metric_names",
     "read_per_category_report",
@@ -38,6 +43,14 @@ __all__ = [
 
 
 def __getattr__(name):
+    if name == "COCOEvaluator":
+        from .coco import COCOEvaluator
+
+        return COCOEvaluator
+    if name == "evaluator_for_dataset":
+        from .by_format import evaluator_for_dataset
+
+        return evaluator_for_dataset
     if name == "LVISEvaluator":
         from .evaluator import LVISEvaluator
 

@@ -134,6 +134,23 @@ class LVISEvaluator(_D2LVISEvaluator):
         self._protocol = protocol
         self._dets_per_category = dets_per_category
         self._scorer = scorer
+        self._use_metadata_groups()
+
+    def _use_metadata_groups(self):
+        """Give the GT categories the frequency groups and train image counts of the dataset's
+        metadata, where it has them: a user's LVIS-format data takes its groups from its training
+        json (``efl_d2.data.custom``), and its val json may carry none. (mini-LVIS: the same
+        values as its json's; Detectron2's LVIS v1 metadata has no groups.)"""
+        groups = self._metadata.get("class_frequency", None)
+        counts = self._metadata.get("class_image_count", None)
+        if not groups:
+            return
+        for k, cid in enumerate(self._dataset_category_ids().tolist()):
+            cat = self._lvis_api.cats.get(cid)
+            if cat is not None:  # the same dicts as the api's dataset["categories"]
+                cat["frequency"] = groups[k]
+                if counts:
+                    cat["image_count"] = counts[k]["image_count"]
 
     # ------------------------------------------------------------------ collecting
 

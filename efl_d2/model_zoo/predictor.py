@@ -7,15 +7,12 @@ import torch
 from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import (
-    _apply_exif_orientation,
-    convert_image_to_rgb,
-    read_image,
-)
+from detectron2.data.detection_utils import convert_image_to_rgb
 from detectron2.structures import Instances
-from detectron2.utils.file_io import PathManager
 from omegaconf import OmegaConf
 from PIL import Image
+
+from ..data.image_io import read_image
 
 __all__ = ["LazyPredictor", "instances_to_records", "metadata_from_config"]
 
@@ -38,17 +35,6 @@ def _memory_order(image: np.ndarray) -> tuple[np.ndarray, bool]:
         if reversed_view.flags.c_contiguous:
             return reversed_view, True
     return image, False
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    """An image file as a C-contiguous (H, W, 3) uint8 RGB array, EXIF orientation applied: the
-    pixels of detectron2's ``read_image(path, "RGB")``, without its extra full-size copy (its
-    ``convert("RGB")`` copies an image that is RGB already)."""
-    with PathManager.open(path, "rb") as f:
-        image = _apply_exif_orientation(Image.open(f))
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.asarray(image)
 
 
 def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -141,16 +127,19 @@ class LazyPredictor:
         return torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
 
     def read(self, path: str) -> np.ndarray:
-        """Read an image file as an (H, W, 3) uint8 array in :attr:`input_format`, EXIF
-        orientation applied (the pixels of detectron2's ``read_image``). For "RGB" and "BGR" the
-        decoded image is one array (BGR is a channel-reversed view of the RGB array): the
-        full-size image is held once."""
+        """Read an image file as an (H, W, C) uint8 array in :attr:`input_format`, EXIF
+        orientation applied, with :func:`efl_d2.data.image_io.read_image`: the pixels of
+        detectron2's ``read_image`` for 8-bit images, 16-bit greyscale mapped to 8 bits. For
+        "RGB" and "BGR" the full-size image is held once (BGR is a channel-reversed view of the
+        decoded RGB array).
+
+        Raises:
+            RuntimeError: naming the file, if it cannot be read (missing, not an image, cut
+                short, or a mode that is refused, such as 32-bit float).
+        """
         try:
-            if self.input_format in ("RGB", "BGR"):
-                rgb = _read_rgb(path)
-                return rgb[:, :, ::-1] if self.input_format == "BGR" else rgb
             return read_image(path, format=self.input_format)
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad files, and ours
             raise RuntimeError(f"Cannot read image {path!r}: {e}") from e
 
     def to_rgb(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -169,15 +158,17 @@ class LazyPredictor:
 
 
 def metadata_from_config(cfg, fallback: str | None = None):
-    """``MetadataCatalog`` entry of the config's (first) test dataset, or of ``fallback``.
+    """``MetadataCatalog`` entry of the config's (first) test dataset with class names, else of its
+    training dataset, else of ``fallback``.
 
     Raises:
         ValueError: if neither has ``thing_classes`` (class names are needed to label boxes).
     """
-    names = OmegaConf.select(cfg, "dataloader.test.dataset.names", default=None)
-    if isinstance(names, str) or names is None:
-        names = [names] if names else []
-    for name in [*list(names), fallback]:
+    names = []
+    for split in ("test", "train"):  # a model predicts the classes it was trained on
+        given = OmegaConf.select(cfg, f"dataloader.{split}.dataset.names", default=None)
+        names += [given] if isinstance(given, str) else list(given or [])
+    for name in [*names, fallback]:
         if name and hasattr(MetadataCatalog.get(name), "thing_classes"):
             return MetadataCatalog.get(name)
     raise ValueError(
