@@ -118,8 +118,9 @@ def _num_classes(name: str, problems: list[str]) -> int | None:
     except DatasetFileError as e:
         problems.append(str(e))
         return None
-    except AttributeError:
-        if getattr(meta, "evaluator_type", None) in ("lvis", "coco"):
+    except AttributeError:  # (a missing annotation file is reported by _check_datasets)
+        own_file = os.path.isfile(getattr(meta, "json_file", None) or "")
+        if own_file and getattr(meta, "evaluator_type", None) in ("lvis", "coco"):
             problems.append(
                 f"dataset {name!r} has no class names (thing_classes). " + _OWN_DATA_HINT
             )
