@@ -52,5 +52,7 @@ setup(
             "tensorboard",
             "scikit-learn",  # reference for PAA's Gaussian-mixture fit in tests
         ],
+        # tools/export_model.py --format onnx and running exported files (efl_d2.export)
+        "export": ["onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2"],
     },
 )

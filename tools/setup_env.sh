@@ -28,7 +28,7 @@ rm -rf "$SITE/tools"
 # 3. detectron2's runtime dependencies (its metadata pins numpy<2: wrong for this stack, not applied).
 pip install -q "fvcore>=0.1.5" "iopath>=0.1.7" "omegaconf>=2.1,<2.4" "hydra-core>=1.1" pycocotools \
   termcolor yacs tabulate cloudpickle tqdm matplotlib black packaging Pillow tensorboard "lvis==0.5.3"
-# 4. this project, editable, with the dev extras.
-pip install -q --no-build-isolation -e ".[dev]"
+# 4. this project, editable, with the dev and export (ONNX, onnxruntime) extras.
+pip install -q --no-build-isolation -e ".[dev,export]"
 "$VENV/bin/python" -c "import detectron2, efl_d2; print('[setup] ok: detectron2', detectron2.__version__)"
 echo "$key" > "$STAMP"

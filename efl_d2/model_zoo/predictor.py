@@ -8,13 +8,20 @@ from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_image_to_rgb
-from detectron2.structures import Instances
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
 from omegaconf import OmegaConf
 from PIL import Image
 
 from ..data.image_io import read_image
 
-__all__ = ["LazyPredictor", "instances_to_records", "metadata_from_config"]
+__all__ = [
+    "LazyPredictor",
+    "instances_to_records",
+    "metadata_from_config",
+    "resize_to_test_size",
+    "to_image_pixels",
+]
 
 # Test-time augmentations that treat every channel alike (resizes; the official
 # OpenCVResizeShortestEdge is a ResizeShortestEdge): they may run on an image in either channel
@@ -45,6 +52,48 @@ def _shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     pil = Image.fromarray(np.ascontiguousarray(source))
     out = np.asarray(pil.resize((size[1], size[0]), Image.BILINEAR))
     return out[:, :, ::-1] if reversed_ else out
+
+
+def resize_to_test_size(image: np.ndarray, augmentations: list[T.Augmentation]) -> torch.Tensor:
+    """The model's input for an (H, W, C) uint8 image: the test-time ``augmentations`` (the
+    resize to the test size), then a (C, h, w) float32 tensor. The pre-processing of
+    :class:`LazyPredictor` and of the exported models (:mod:`efl_d2.export`), whose graphs start
+    at the test size.
+
+    The resize runs first, on the uint8 image: no full-size float array is made, and when the
+    augmentations are resizes no full-size copy either, besides the one PIL holds while
+    resizing (resizes treat channels alike, so a channel-reversed view such as
+    :meth:`LazyPredictor.read`'s BGR is resized in its memory order and only the test-size result
+    is reversed; the pixels are those of resizing it in either order).
+    """
+    channelwise = all(isinstance(a, _CHANNELWISE_AUGMENTATIONS) for a in augmentations)
+    source, reversed_ = _memory_order(image) if channelwise else (image, False)
+    aug_input = T.AugInput(np.ascontiguousarray(source))
+    T.AugmentationList(augmentations)(aug_input)
+    resized = aug_input.image[:, :, ::-1] if reversed_ else aug_input.image
+    return torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+
+
+def to_image_pixels(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    test_size: tuple[int, int],
+    image_size: tuple[int, int],
+) -> Instances:
+    """Detections made at the test size as Instances in the pixels of the original image, by
+    detectron2's ``detector_postprocess``: the function with which the PyTorch detectors
+    (``DenseDetector.forward``) rescale their own detections (scale per axis, clip to the image,
+    drop empty boxes). The exported models' detections go through it outside the graph.
+
+    Args:
+        boxes (N, 4) XYXY, scores (N,), classes (N,): in the pixels of the resized image.
+        test_size: (h, w) of the resized image; image_size: (H, W) of the original image.
+    """
+    instances = Instances(
+        tuple(test_size), pred_boxes=Boxes(boxes), scores=scores, pred_classes=classes
+    )
+    return detector_postprocess(instances, *image_size)
 
 
 class LazyPredictor:
@@ -78,7 +127,6 @@ class LazyPredictor:
         else:
             augmentations = [T.ResizeShortestEdge(800, 1333)]
         self.augmentations = T.AugmentationList(augmentations)
-        self._channelwise = all(isinstance(a, _CHANNELWISE_AUGMENTATIONS) for a in augmentations)
         fmt = mapper.get("image_format", None) if mapper is not None else None
         self.input_format = fmt or getattr(model, "input_format", "BGR")
         #: (height, width) the last image was resized to for the model (the test size); None
@@ -112,19 +160,9 @@ class LazyPredictor:
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """The model's input for an (H, W, C) uint8 image in :attr:`input_format`: the config's
-        test-time augmentations (the resize to the test size), then a (C, h, w) float32 tensor.
-
-        The resize runs first, on the uint8 image: no full-size float array is made, and when the
-        test augmentations are resizes no full-size copy either, besides the one PIL holds while
-        resizing (resizes treat channels alike, so a channel-reversed view such as :meth:`read`'s
-        BGR is resized in its memory order and only the test-size result is reversed; the pixels
-        are those of resizing it in either order).
-        """
-        source, reversed_ = _memory_order(image) if self._channelwise else (image, False)
-        aug_input = T.AugInput(np.ascontiguousarray(source))
-        self.augmentations(aug_input)
-        resized = aug_input.image[:, :, ::-1] if reversed_ else aug_input.image
-        return torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+        test-time augmentations (the resize to the test size), then a (C, h, w) float32 tensor
+        (:func:`resize_to_test_size`)."""
+        return resize_to_test_size(image, self.augmentations.augs)
 
     def read(self, path: str) -> np.ndarray:
         """Read an image file as an (H, W, C) uint8 array in :attr:`input_format`, EXIF

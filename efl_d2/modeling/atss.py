@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.distributed as dist
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec, batched_nms, get_norm
+from detectron2.layers import ShapeSpec, batched_nms, get_norm, shapes_to_tensor
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator
 from detectron2.modeling.backbone import Backbone, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .atss_matcher import ATSSMatcher
-from .candidates import decode_candidates
+from .candidates import decode_candidates, topk_count
 from .config import build_cls_loss, register_meta_arch
 from .divergence import check_finite_box_deltas
 
-__all__ = ["ATSS", "ATSSHead"]
+__all__ = ["ATSS", "ATSSHead", "clip_to_image"]
 
 QUALITY_KINDS = ("iou", "centerness")
 
@@ -136,6 +136,22 @@ class ATSSHead(nn.Module):
             bbox_reg.append(self.bbox_pred(box_feature))
             quality.append(self.quality_pred(box_feature))
         return logits, bbox_reg, quality
+
+
+def clip_to_image(boxes: Tensor, image_size: tuple[int, int] | tuple[Tensor, Tensor]) -> Tensor:
+    """
+    ``Boxes.clip``'s values (x to [0, w], y to [0, h]) for an image size of ints or, while
+    tracing, of 0-dim tensors (then the limits follow each input's size in a traced graph).
+    No finiteness assert, a branch on data that a graph cannot hold; the deltas are checked
+    before decoding (:func:`~efl_d2.modeling.divergence.check_finite_box_deltas`).
+
+    Args:
+        boxes: (N, 4) XYXY.
+        image_size: (h, w).
+    """
+    h, w = image_size[0], image_size[1]  # (a 1-D tensor while tracing: no iteration)
+    limits = shapes_to_tensor([w, h, w, h], device=boxes.device).to(boxes.dtype)
+    return torch.minimum(boxes.clamp(min=0), limits)
 
 
 def _global_mean_per_worker(local_sum: Tensor) -> float:
@@ -497,17 +513,19 @@ class ATSS(DenseDetector):
         """The decoded, clipped (anchor, class) candidates of all levels that NMS sees (same
         arguments as :meth:`inference_single_image`)."""
         per_level = [
-            # Official pre-NMS cap: top-min(k, #anchors of the level) (anchor, class) pairs.
+            # Official pre-NMS cap: top-min(k, #anchors of the level) (anchor, class) pairs; the
+            # count read from the shape, so that a traced graph follows the input size.
             self._decode_per_level_predictions(
                 anchors_l,
                 scores_l,
                 deltas_l,
                 self.test_score_thresh,
-                min(self.test_topk_candidates, len(anchors_l)),
+                topk_count(anchors_l.tensor.shape[0], self.test_topk_candidates),
                 image_size,
             )
             for anchors_l, scores_l, deltas_l in zip(anchors, scores, deltas)
         ]
         pred = Instances.cat(per_level)
-        pred.pred_boxes.clip(image_size)  # before NMS, as the official code
+        # Before NMS, as the official code.
+        pred.pred_boxes = Boxes(clip_to_image(pred.pred_boxes.tensor, image_size))
         return pred

@@ -11,11 +11,27 @@ import torch
 from detectron2.structures import Boxes, Instances
 from torch import Tensor
 
-__all__ = ["decode_candidates", "select_candidates"]
+__all__ = ["decode_candidates", "select_candidates", "topk_count"]
+
+
+def topk_count(size: int | Tensor, k: int | Tensor) -> int | Tensor:
+    """min(``size``, ``k``) for a ``size`` read from a tensor's shape.
+
+    In eager mode a shape is Python ints and this is ``min``. While tracing, a shape is 0-dim
+    tensors: the count stays a tensor (as in Detectron2's ``_decode_per_level_predictions``), so
+    a traced or exported graph takes the count of each input's own size instead of the example's.
+    """
+    if isinstance(size, Tensor):
+        return size.clamp(max=k)
+    return min(size, k)
 
 
 def select_candidates(
-    scores: Tensor, *, score_thresh: float, topk_candidates: int, topk_per_class: int = 0
+    scores: Tensor,
+    *,
+    score_thresh: float,
+    topk_candidates: int | Tensor,
+    topk_per_class: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The candidates of one level with score > ``score_thresh``.
 
@@ -23,7 +39,8 @@ def select_candidates(
         scores: (A, C) scores of A anchors.
         topk_candidates: with ``topk_per_class == 0``, the number of best (anchor, class) pairs
             over all classes (taken before the threshold: at threshold 0 nearly every pair passes
-            and thresholding first would materialise all A x C of them).
+            and thresholding first would materialise all A x C of them); a 0-dim tensor while
+            tracing (:func:`topk_count`).
         topk_per_class: > 0: the best ``topk_per_class`` anchors of every class instead.
 
     Returns:
@@ -32,7 +49,7 @@ def select_candidates(
     """
     num_anchors, num_classes = scores.shape
     if topk_per_class > 0:
-        top, anchor_idxs = scores.topk(min(topk_per_class, num_anchors), dim=0)  # (k, C)
+        top, anchor_idxs = scores.topk(topk_count(num_anchors, topk_per_class), dim=0)  # (k, C)
         classes = torch.arange(num_classes, device=scores.device).expand_as(anchor_idxs)
         top, anchor_idxs, classes = (
             top.t().flatten(),
@@ -40,7 +57,9 @@ def select_candidates(
             classes.t().flatten(),
         )
     else:
-        top, flat_idxs = scores.flatten().topk(min(topk_candidates, scores.numel()))
+        top, flat_idxs = scores.flatten().topk(
+            topk_count(num_anchors * num_classes, topk_candidates)
+        )
         anchor_idxs, classes = flat_idxs // num_classes, flat_idxs % num_classes
     keep = top > score_thresh
     return top[keep], anchor_idxs[keep], classes[keep]

@@ -16,9 +16,14 @@ __all__ = ["check_finite_box_deltas"]
 def check_finite_box_deltas(pred_deltas: list[Tensor]) -> None:
     """Raise ``FloatingPointError`` if any predicted box delta is inf / NaN.
 
+    Does nothing while tracing: a traced graph keeps no Python branch on data (the check would
+    be frozen at the example's outcome), so an exported model returns the boxes as computed.
+
     Args:
         pred_deltas: per level, (N, A_l, 4) or the head's raw (N, A * 4, H, W) maps.
     """
+    if torch.jit.is_tracing():
+        return
     if all(bool(torch.isfinite(d).all()) for d in pred_deltas):
         return
     try:
