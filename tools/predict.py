@@ -4,16 +4,25 @@
     python tools/predict.py --config-file mini_lvis/fcos_R18.py \
         --checkpoint output/model_final.pth --input path/to/images/ --output predictions/
     python tools/predict.py --config-file <config> --trained --input a.jpg b.jpg --output out/
+    python tools/predict.py --exported atss.onnx --input path/to/images/ --output predictions/
 
 ``--config-file`` is a path relative to efl_d2's ``configs/`` (model-zoo style) or a config file;
 ``--checkpoint`` any file ``EFLCheckpointer`` reads (detectron2, official EFL release) or a URL,
 ``--trained`` the model-zoo weights. Class names come from the config's test dataset
-(``--dataset`` to choose another registered dataset). Output: ``<output>/<image name>.png``
+(``--dataset`` to choose another registered dataset). ``--exported`` takes instead a file of
+``tools/export_model.py`` (ONNX, run with onnxruntime, or TorchScript, run with torch; told apart
+by content) and no config: the file records the class names, the test-time resize and the input
+format (``docs/export.md``), so ``--config-file``, ``--dataset`` and config overrides are refused
+with it (argparse errors, exit status 2), as is a ``--device`` other than cpu; images are read,
+resized and rescaled as with a checkpoint (``efl_d2.export.ExportedModel``). Output, the same for
+all three: ``<output>/<image name>.png``
 (detections drawn with detectron2's Visualizer, the threshold written on the picture: by default
 the rule of ``efl_d2.visualization.score_threshold``, score >= max(0.05, 0.5 x the image's top
 score), or a fixed ``--vis-thresh``) and ``<output>/predictions.json`` (all detections >=
 ``--json-thresh``: bbox [x, y, w, h] in pixels of the input image, score, category_id (0-based),
-category_name; and each image's ``vis_threshold``; images that could not be read are listed under
+category_name; and each image's ``vis_threshold``; ``config``, ``checkpoint`` or ``exported``,
+``dataset`` (null with ``--exported``) and ``class_names``; images that could not be read, or
+that an exported model refuses (one too thin to keep a pixel at the test size), are listed under
 ``failed`` and make the exit status 1, after the others are done). ``predictions.json`` is
 written atomically. Trailing ``key=value`` arguments override config values
 (an unknown key is an error, exit status 2); a ``configs/custom/`` config takes its data as
@@ -36,7 +45,9 @@ to white); 32-bit float ("F") and "I" images with other values are refused, like
 Errors are an ``error:`` line on stderr and a non-zero exit status. Status 2: a ``--checkpoint``
 that is missing, a directory, unreadable or not a checkpoint (one line naming it, checked before
 anything is built; URLs are fetched when loaded), an unknown config, or weights that do not fit
-the model (the line is followed by the keys that differ).
+the model (the line is followed by the keys that differ); an ``--exported`` file that is missing,
+a directory, unreadable, neither ONNX nor TorchScript (a ``torch.save`` checkpoint is named as
+one) or not written by efl_d2's export (one line naming it, before any image is read).
 """
 
 from __future__ import annotations
@@ -100,14 +111,25 @@ def rescaled(instances, size: tuple[int, int]):
     return out
 
 
-def main(argv: list | None = None) -> dict:
+def parse_args(argv: list | None = None) -> argparse.Namespace:
+    """The command line; options that do not go together are argparse errors (usage, status 2)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config-file", required=True, help="model-zoo config path or file")
+    parser.add_argument(
+        "--config-file",
+        help="model-zoo config path or file (required with --checkpoint / --trained; "
+        "not with --exported)",
+    )
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="checkpoint path or URL")
     weights.add_argument("--trained", action="store_true", help="the model zoo's released weights")
+    weights.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="an ONNX or TorchScript file of tools/export_model.py (no config: the file records "
+        "class names, test size and input format)",
+    )
     parser.add_argument("--input", nargs="+", required=True, help="image files and/or folders")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument(
@@ -122,18 +144,44 @@ def main(argv: list | None = None) -> dict:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     args = parser.parse_args(argv)
+    if not args.exported and not args.config_file:
+        parser.error(
+            "--config-file is required with --checkpoint and --trained (only an --exported file "
+            "records its own class names and test size)"
+        )
+    if args.exported:
+        # Refused rather than ignored: each would change the predictions with a checkpoint, so
+        # ignoring it would silently predict otherwise than asked.
+        given = [
+            option
+            for option, value in (
+                ("--config-file", args.config_file),
+                ("--dataset", args.dataset),
+                ("config overrides (key=value)", args.opts),
+            )
+            if value
+        ]
+        if given:
+            parser.error(
+                f"{' and '.join(given)} cannot be used with --exported: the file records its "
+                "class names, test-time resize and input format"
+            )
+        if args.device not in (None, "cpu"):
+            parser.error("--exported files run on the CPU: leave out --device or pass cpu")
+    return args
 
+
+def load_checkpoint_model(args) -> tuple:
+    """(predictor, metadata with ``thing_classes``, image files, checkpoint) for
+    ``--checkpoint`` / ``--trained``: files checked before anything is built (status 2)."""
     # efl_d2 first: its warning filters then cover detectron2's imports
-    from efl_d2 import model_zoo  # noqa: I001
+    from efl_d2 import model_zoo
     from efl_d2.checkpoint import (
         CheckpointMismatchError,
         CheckpointReadError,
-        atomic_write,
         check_checkpoint_file,
     )
     from efl_d2.engine import ConfigCheckError, prepare_config
-    from efl_d2.visualization import draw_predictions
-    from PIL import Image
 
     # everything that can be checked without building anything, first
     try:
@@ -170,13 +218,50 @@ def main(argv: list | None = None) -> dict:
             raise SystemExit(
                 f"error: --dataset {args.dataset!r} has no class names (thing_classes)"
             )
-    class_names = list(metadata.thing_classes)
-    num_classes = getattr(model, "num_classes", len(class_names))
-    if num_classes != len(class_names):
+    num_classes = getattr(model, "num_classes", len(metadata.thing_classes))
+    if num_classes != len(metadata.thing_classes):
         raise SystemExit(
             f"error: the model predicts {num_classes} classes but dataset {metadata.name!r} has "
-            f"{len(class_names)} class names; pass --dataset with the training dataset's name"
+            f"{len(metadata.thing_classes)} class names; pass --dataset with the training "
+            "dataset's name"
         )
+    return predictor, metadata, images, checkpoint
+
+
+def load_exported_model(args) -> tuple:
+    """(predictor, metadata with ``thing_classes``, image files) for ``--exported``: an
+    ``efl_d2.export.ExportedModel``, which reads, resizes and rescales as ``LazyPredictor`` does,
+    with the file's class names. A file it cannot run is one error line, status 2, before any
+    image is listed."""
+    import torch
+
+    import efl_d2  # noqa: F401  (its warning filters, before detectron2's imports)
+    from efl_d2.export import ExportedFileError, ExportedModel
+
+    try:  # onnxruntime with torch's thread count, so OMP_NUM_THREADS holds for both formats
+        predictor = ExportedModel(args.exported, num_threads=torch.get_num_threads())
+    except (ExportedFileError, ImportError) as e:
+        _fail(str(e))
+    images = list_images(args.input, args.max_images)
+    metadata = predictor.metadata.detectron2_metadata(os.path.basename(args.exported))
+    return predictor, metadata, images
+
+
+def main(argv: list | None = None) -> dict:
+    args = parse_args(argv)
+    if args.exported:
+        predictor, metadata, images = load_exported_model(args)
+        checkpoint = None
+    else:
+        predictor, metadata, images, checkpoint = load_checkpoint_model(args)
+    from PIL import Image
+
+    from efl_d2 import model_zoo
+    from efl_d2.checkpoint import atomic_write
+    from efl_d2.export import InvalidImageError
+    from efl_d2.visualization import draw_predictions
+
+    class_names = list(metadata.thing_classes)
 
     def predict_one(path: str, image, name: str) -> dict:
         """Detections of one image and its picture."""
@@ -200,15 +285,19 @@ def main(argv: list | None = None) -> dict:
             "instances": model_zoo.instances_to_records(keep, class_names),
         }
 
+    def skip(path: str, error: str) -> None:
+        """List an image that could not be read or predicted; the others go on."""
+        print(f"warning: {error}", file=sys.stderr)
+        failed.append({"file_name": os.path.abspath(path), "error": error})
+
     os.makedirs(args.output, exist_ok=True)
     records, used = [], set()
-    failed = []
+    failed, refused = [], 0
     for path in images:
         try:
             image = predictor.read(path)
-        except RuntimeError as e:  # unreadable file: report it, go on with the others
-            print(f"warning: {e}", file=sys.stderr)
-            failed.append({"file_name": os.path.abspath(path), "error": str(e)})
+        except RuntimeError as e:  # unreadable file
+            skip(path, str(e))
             continue
         stem = os.path.splitext(os.path.basename(path))[0]
         name, k = stem, 1
@@ -216,12 +305,17 @@ def main(argv: list | None = None) -> dict:
             k += 1
             name = f"{stem}_{k}"
         used.add(name)
-        records.append(predict_one(path, image, name))
+        try:
+            records.append(predict_one(path, image, name))
+        except InvalidImageError as e:  # an exported model's input check, before it runs
+            skip(path, f"Cannot predict image {path!r}: {e}")
+            refused += 1
         del image  # before the next one is read: one full-size image at a time
     out = {
         "config": args.config_file,
         "checkpoint": checkpoint,
-        "dataset": metadata.name,
+        "exported": args.exported,
+        "dataset": None if args.exported else metadata.name,
         "class_names": class_names,
         "images": records,
         "failed": failed,
@@ -230,9 +324,10 @@ def main(argv: list | None = None) -> dict:
     atomic_write(json_path, lambda f: json.dump(out, f, indent=1), mode="w")
     print(f"wrote {len(records)} visualisations and {json_path}")
     if failed:
+        what = "could not be read or predicted" if refused else "could not be read"
         raise SystemExit(
-            f"error: {len(failed)} of {len(images)} images could not be read (listed under "
-            f"'failed' in {json_path})"
+            f"error: {len(failed)} of {len(images)} images {what} (listed under 'failed' in "
+            f"{json_path})"
         )
     return out
 

@@ -17,8 +17,10 @@ from ..data.image_io import read_image
 
 __all__ = [
     "LazyPredictor",
+    "image_to_rgb",
     "instances_to_records",
     "metadata_from_config",
+    "read_image_file",
     "resize_to_test_size",
     "to_image_pixels",
 ]
@@ -96,6 +98,41 @@ def to_image_pixels(
     return detector_postprocess(instances, *image_size)
 
 
+def read_image_file(path: str, input_format: str) -> np.ndarray:
+    """Read an image file for a model as an (H, W, C) uint8 array in ``input_format``, EXIF
+    orientation applied, with :func:`efl_d2.data.image_io.read_image`: the pixels of
+    detectron2's ``read_image`` for 8-bit images, 16-bit greyscale mapped to 8 bits. For "RGB"
+    and "BGR" the full-size image is held once (BGR is a channel-reversed view of the decoded RGB
+    array). What :meth:`LazyPredictor.read` and the exported models' ``read``
+    (:class:`efl_d2.export.ExportedModel`) run, so both predict from the same pixels.
+
+    Raises:
+        RuntimeError: naming the file, if it cannot be read (missing, not an image, cut short,
+            or a mode that is refused, such as 32-bit float).
+    """
+    try:
+        return read_image(path, format=input_format)
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad files, and ours
+        raise RuntimeError(f"Cannot read image {path!r}: {e}") from e
+
+
+def image_to_rgb(
+    image: np.ndarray, input_format: str, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """An image read in ``input_format`` as RGB (for ``Visualizer``).
+
+    Args:
+        size: (height, width) to shrink it to first (PIL's antialiased bilinear filter),
+            e.g. to draw a huge image on a smaller canvas; the resize runs on the image as
+            stored, so no full-size copy of it is kept. Default: the image's own size.
+    """
+    if size is None or tuple(size) == tuple(image.shape[:2]):
+        return convert_image_to_rgb(image, input_format)
+    if input_format in ("RGB", "BGR"):
+        return convert_image_to_rgb(_shrink(image, size), input_format)
+    return _shrink(convert_image_to_rgb(image, input_format), size)
+
+
 class LazyPredictor:
     """Pre-process one image as the config's test mapper does, run the model, return Instances.
 
@@ -165,34 +202,18 @@ class LazyPredictor:
         return resize_to_test_size(image, self.augmentations.augs)
 
     def read(self, path: str) -> np.ndarray:
-        """Read an image file as an (H, W, C) uint8 array in :attr:`input_format`, EXIF
-        orientation applied, with :func:`efl_d2.data.image_io.read_image`: the pixels of
-        detectron2's ``read_image`` for 8-bit images, 16-bit greyscale mapped to 8 bits. For
-        "RGB" and "BGR" the full-size image is held once (BGR is a channel-reversed view of the
-        decoded RGB array).
+        """Read an image file as an (H, W, C) uint8 array in :attr:`input_format`
+        (:func:`read_image_file`).
 
         Raises:
-            RuntimeError: naming the file, if it cannot be read (missing, not an image, cut
-                short, or a mode that is refused, such as 32-bit float).
+            RuntimeError: naming the file, if it cannot be read.
         """
-        try:
-            return read_image(path, format=self.input_format)
-        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for bad files, and ours
-            raise RuntimeError(f"Cannot read image {path!r}: {e}") from e
+        return read_image_file(path, self.input_format)
 
     def to_rgb(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """An image read in :attr:`input_format` as RGB (for ``Visualizer``).
-
-        Args:
-            size: (height, width) to shrink it to first (PIL's antialiased bilinear filter),
-                e.g. to draw a huge image on a smaller canvas; the resize runs on the image as
-                stored, so no full-size copy of it is kept. Default: the image's own size.
-        """
-        if size is None or tuple(size) == tuple(image.shape[:2]):
-            return convert_image_to_rgb(image, self.input_format)
-        if self.input_format in ("RGB", "BGR"):
-            return convert_image_to_rgb(_shrink(image, size), self.input_format)
-        return _shrink(convert_image_to_rgb(image, self.input_format), size)
+        """An image read in :attr:`input_format` as RGB, shrunk to ``size`` (height, width) if
+        given (:func:`image_to_rgb`)."""
+        return image_to_rgb(image, self.input_format, size)
 
 
 def metadata_from_config(cfg, fallback: str | None = None):
