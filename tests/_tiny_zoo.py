@@ -144,14 +144,32 @@ TINY_TRAIN_OVERRIDES = [
 ]
 
 
-def run_in_repo(cmd: list, env: dict):
-    """Run ``cmd`` from the repository root (10 minutes at most); returns the
-    ``CompletedProcess`` with text output, whatever the exit status."""
+def run_in_repo(cmd: list, env: dict, *, cwd=None, timeout: int = 600):
+    """Run ``cmd`` from the repository root (or ``cwd``), ``timeout`` seconds at most; returns
+    the ``CompletedProcess`` with text output, whatever the exit status."""
     import subprocess
 
     return subprocess.run(
-        cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+        cmd,
+        env=env,
+        cwd=str(cwd or REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
+
+
+def refuse_to_open(monkeypatch, module, path: str) -> None:
+    """Make ``open`` in ``module`` refuse ``path`` with EACCES, as for a file without read
+    permission (simulated: the tests may run as root, who reads any file)."""
+
+    def refuse(file, *args, **kwargs):
+        if os.fspath(file) == path:
+            raise PermissionError(13, "Permission denied", path)
+        return open(file, *args, **kwargs)
+
+    monkeypatch.setattr(module, "open", refuse, raising=False)
 
 
 def run_train_net(args: list, env: dict, script: str | None = None):

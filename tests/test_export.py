@@ -19,6 +19,7 @@ from _atss_references import make_atss, make_paa
 from _tiny_zoo import (
     TINY_TRAIN_OVERRIDES,
     one_torch_thread,
+    refuse_to_open,
     run_in_repo,
     run_tool,
     single_thread_env,
@@ -541,12 +542,7 @@ def test_an_exported_file_it_may_not_read_is_one_error_line(
     """Simulated (the tests may run as root, who reads any file): opening it is refused."""
     path = untrained_files["onnx"]
 
-    def refuse(file, *args, **kwargs):
-        if os.fspath(file) == path:
-            raise PermissionError(13, "Permission denied", path)
-        return open(file, *args, **kwargs)
-
-    monkeypatch.setattr(export_files, "open", refuse, raising=False)
+    refuse_to_open(monkeypatch, export_files, path)
     with pytest.raises(SystemExit) as e:
         run_tool("predict").main(
             ["--exported", path, "--input", images["landscape"], "--output", str(tmp_path / "o")]

@@ -3,13 +3,19 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from _tiny_zoo import one_torch_thread, randomize_, run_tool, single_thread_env, write_tiny_config
+from _tiny_zoo import (
+    one_torch_thread,
+    randomize_,
+    run_in_repo,
+    run_tool,
+    single_thread_env,
+    write_tiny_config,
+)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
@@ -68,15 +74,7 @@ def test_predict_cli_folder_and_file(setup, tmp_path, env_with_datasets):
         "--output",
         str(out),
     ]
-    proc = subprocess.run(
-        cmd,
-        env=single_thread_env(env_with_datasets),
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_in_repo(cmd, single_thread_env(env_with_datasets), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "predictions.json") as f:
         result = json.load(f)
@@ -234,16 +232,9 @@ def test_predict_memory_follows_the_test_size_not_the_image_size(
     for name, (height, width) in {"small": (480, 640), "large": (4000, 4000)}.items():
         path = _synthetic_photo(tmp_path / f"{name}.jpg", height, width)
         cmd = [sys.executable, "-c", code, os.path.join(REPO, "tools", "predict.py")]
-        proc = subprocess.run(
-            cmd
-            + ["--config-file", config, "--checkpoint", checkpoint, "--input", path]
-            + ["--output", str(tmp_path / name), "--device", "cpu"],
-            env=single_thread_env(env_with_datasets),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        cmd += ["--config-file", config, "--checkpoint", checkpoint, "--input", path]
+        cmd += ["--output", str(tmp_path / name), "--device", "cpu"]
+        proc = run_in_repo(cmd, single_thread_env(env_with_datasets), timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         peaks[name] = int(proc.stdout.split("MAXRSS")[-1]) * unit
     image_bytes = 4000 * 4000 * 3

@@ -4,13 +4,19 @@ read, a file that is not a checkpoint (text, a truncated zip). URLs are not chec
 
 import os
 import pickle
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from _tiny_zoo import REPO, run_tool, single_thread_env, write_tiny_config
+from _tiny_zoo import (
+    REPO,
+    refuse_to_open,
+    run_in_repo,
+    run_tool,
+    single_thread_env,
+    write_tiny_config,
+)
 from PIL import Image
 
 from efl_d2.checkpoint import CheckpointReadError, check_checkpoint_file, load_checkpoint_file
@@ -110,12 +116,7 @@ def test_a_file_it_may_not_read_is_one_error_line(tool, files, tmp_path, capsys,
     path = str(tmp_path / "locked.pth")
     torch.save({"model": {}}, path)
 
-    def refuse(file, *args, **kwargs):
-        if os.fspath(file) == path:
-            raise PermissionError(13, "Permission denied", path)
-        return open(file, *args, **kwargs)
-
-    monkeypatch.setattr(checkpoint_formats, "open", refuse, raising=False)
+    refuse_to_open(monkeypatch, checkpoint_formats, path)
     with pytest.raises(SystemExit) as e:
         run_tool(tool).main(tool_args(tool, path, config, image, tmp_path / "out"))
     assert e.value.code == 2
@@ -179,14 +180,11 @@ def test_tool_processes_exit_2_with_one_error_line(tool, files, tmp_path, env_wi
     path = bad["missing"]
     flags = ["-O"] if tool == "predict" else []
     cmd = [sys.executable, *flags, os.path.join(REPO, "tools", f"{tool}.py")]
-    proc = subprocess.run(
+    proc = run_in_repo(
         cmd + tool_args(tool, path, config, image, tmp_path / "out"),
-        env=single_thread_env(env_with_datasets),
-        cwd=str(tmp_path),
-        capture_output=True,
-        text=True,
+        single_thread_env(env_with_datasets),
+        cwd=tmp_path,
         timeout=300,
-        check=False,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "no such file" in assert_one_error_line(proc.stderr, path)
@@ -201,14 +199,11 @@ def test_predict_process_on_a_file_without_read_permission(files, tmp_path, env_
     path = tmp_path / "locked.pth"
     torch.save({"model": {}}, path)
     path.chmod(0)
-    proc = subprocess.run(
+    proc = run_in_repo(
         [sys.executable, os.path.join(REPO, "tools", "predict.py")]
         + tool_args("predict", str(path), config, image, tmp_path / "out"),
-        env=single_thread_env(env_with_datasets),
-        capture_output=True,
-        text=True,
+        single_thread_env(env_with_datasets),
         timeout=300,
-        check=False,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "permission denied" in assert_one_error_line(proc.stderr, str(path))

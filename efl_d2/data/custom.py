@@ -116,28 +116,30 @@ class _Findings:
         return out
 
 
-@functools.lru_cache(maxsize=2)
-def _parse(json_file: str, mtime_ns: int, size: int):
-    # keyed by the file's state: the preflight and the registration read each file once
-    from .datasets import read_json
-
-    return read_json(json_file)
-
-
 def read_custom_split(json_file: str, image_root: str) -> CustomSplit:
     """Parse a COCO- or LVIS-format json; structural problems (that stop anything else from
-    being checked) are in the result's ``problems``, with empty record lists.
+    being checked) are in the result's ``problems``, with empty record lists. The result is
+    shared by the callers of a process (the registration, the preflight, the loader) while the
+    file is unchanged: read it, do not modify it.
 
     Raises:
         CustomDataError: the file is missing or not JSON.
     """
-    from .datasets import DatasetFileError
-
     if not os.path.isfile(json_file):
         raise CustomDataError([f"{json_file}: no such file."])
     st = os.stat(json_file)
+    return _read_split(
+        json_file, image_root, os.path.abspath(json_file), st.st_mtime_ns, st.st_size
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _read_split(json_file: str, image_root: str, *file_state) -> CustomSplit:
+    # keyed by the file's state: each file is parsed and checked once per process
+    from .datasets import DatasetFileError, read_json
+
     try:
-        data = _parse(os.path.abspath(json_file), st.st_mtime_ns, st.st_size)
+        data = read_json(json_file)
     except DatasetFileError as e:
         raise CustomDataError([str(e).replace(" Restore the file (e.g. download it again).", "")])
     split = CustomSplit(json_file, image_root, "coco", [], [], [])

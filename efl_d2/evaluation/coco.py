@@ -15,14 +15,11 @@ training, one TensorBoard histogram per group, as :class:`~efl_d2.evaluation.LVI
 
 from __future__ import annotations
 
-import math
-
-import torch
 from detectron2.evaluation import COCOEvaluator as _D2COCOEvaluator
-from detectron2.utils.events import get_event_storage, has_event_storage
 from detectron2.utils.logger import create_small_table
 
 from ..categories import FREQUENCY_GROUPS, count_instances, per_category_ap, per_group_summary
+from .evaluator import put_group_histograms
 from .per_category_report import write_per_category_report
 
 __all__ = ["COCOEvaluator"]
@@ -154,10 +151,4 @@ class COCOEvaluator(_D2COCOEvaluator):
                 val_instance_counts=counts,
             )
             self._logger.info(f"Per-category AP written to {paths['csv']}")
-        if not has_event_storage():  # no training loop around this evaluation
-            return
-        storage = get_event_storage()
-        for group in FREQUENCY_GROUPS:
-            ap = [r["ap"] for r in rows if r["frequency"] == group and not math.isnan(r["ap"])]
-            if ap:
-                storage.put_histogram(f"{iou_type}/per_category_AP_{group}", torch.tensor(ap) * 100)
+        put_group_histograms(rows, iou_type)

@@ -84,6 +84,19 @@ class _TopKPerCategory:
         self.budget = max(self.budget, 2 * self.size)
 
 
+def put_group_histograms(rows: list[dict], task: str) -> None:
+    """During training, one TensorBoard histogram of the per-category AP (percent) of each
+    frequency group, ``<task>/per_category_AP_<group>``, from :func:`per_category_ap` rows
+    (categories without ground truth left out); nothing outside a training loop."""
+    if not has_event_storage():
+        return
+    storage = get_event_storage()
+    for group in FREQUENCY_GROUPS:
+        ap = [r["ap"] for r in rows if r["frequency"] == group and not math.isnan(r["ap"])]
+        if ap:
+            storage.put_histogram(f"{task}/per_category_AP_{group}", torch.tensor(ap) * 100)
+
+
 class LVISEvaluator(_D2LVISEvaluator):
     """Detectron2's ``LVISEvaluator``, scored by :func:`efl_d2.evaluation.score_lvis`.
 
@@ -346,10 +359,4 @@ class LVISEvaluator(_D2LVISEvaluator):
                 val_instance_counts=dict(zip(arrays.cat_ids.tolist(), counts.tolist())),
             )
             self._logger.info(f"Per-category AP written to {paths['csv']}")
-        if not has_event_storage():  # no training loop around this evaluation
-            return
-        storage = get_event_storage()
-        for group in FREQUENCY_GROUPS:
-            ap = [r["ap"] for r in rows if r["frequency"] == group and not math.isnan(r["ap"])]
-            if ap:
-                storage.put_histogram(f"bbox/per_category_AP_{group}", torch.tensor(ap) * 100)
+        put_group_histograms(rows, "bbox")
